@@ -1,0 +1,35 @@
+# Two-command set-up: `make demo` and `make test` each create .venv if it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench docs lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel first, so that no dependency ever pulls a CUDA build of torch.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/varbayes demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+	$(BIN)/mkdocs build --strict --site-dir .site
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks all --json runs/bench/bench.json
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir .site
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .site runs .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per ``varbayes`` command group; each exposes ``register(subparsers)``."""
