@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Use the shared read-only data copies beside the checkout when they exist.
+export VARBAYES_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
 
 .PHONY: demo test bench docs lint clean
 

@@ -65,7 +65,8 @@ _LAROCHELLE = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mni
 
 
 def _idx_files(mirrors: tuple[str, ...], md5s: tuple[str, ...]) -> tuple[RemoteFile, ...]:
-    return tuple(RemoteFile(n, tuple(m + n for m in mirrors), h) for n, h in zip(_IDX_FILES, md5s))
+    return tuple(RemoteFile(n, tuple(m + n for m in mirrors), h)
+                 for n, h in zip(_IDX_FILES, md5s, strict=True))
 
 
 SOURCES: dict[str, Source] = {
@@ -194,7 +195,7 @@ def parse_frey_mat(path: Path) -> np.ndarray:
     try:
         ff = loadmat(path)["ff"]
     except Exception as e:  # scipy raises many types for bad files
-        raise VarbayesError(f"{path}: not a readable MATLAB file with variable 'ff' ({e})") from None
+        raise VarbayesError(f"{path}: not a MATLAB file with variable 'ff' ({e})") from None
     return np.ascontiguousarray(ff, dtype=np.uint8)
 
 
