@@ -41,11 +41,19 @@ def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool 
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    """Add ``--data-dir`` (falls back to $VARBAYES_DATA, then ~/.cache/varbayes)."""
+def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> None:
+    """Add ``--data-dir`` (falls back to $VARBAYES_DATA, then ~/.cache/varbayes).
+
+    With ``download=True`` also add ``--download`` (fetch missing files from the canonical
+    source, verified, before loading): pass ``args.download`` to ``datasets.load``.
+    """
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="data folder with one subfolder per dataset "
                              "(default: $VARBAYES_DATA, else ~/.cache/varbayes)")
+    if download:
+        parser.add_argument("--download", action="store_true",
+                            help="fetch missing dataset files from their canonical source "
+                                 "(verified before use)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,14 +54,20 @@ def dynamic_binarize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
-def load(name: str, data_dir: PathLike | None = None) -> Dataset:
+def load(name: str, data_dir: PathLike | None = None, download: bool = False) -> Dataset:
     """Load a dataset by name, verifying its files first.
 
     Parameters
     ----------
     name : one of :data:`DATASETS`.
     data_dir : data root; default ``$VARBAYES_DATA``, else ``~/.cache/varbayes``.
+    download : fetch missing files from the canonical source first (see
+        :func:`inference.download.download`); ``digits`` never needs it.
     """
+    if download and name in df.SOURCES:
+        from inference.download import download as fetch
+
+        fetch(name, data_dir)
     loaders = {"digits": lambda: _digits(),
                "mnist": lambda: _idx("mnist", data_dir),
                "fashion-mnist": lambda: _idx("fashion-mnist", data_dir),
