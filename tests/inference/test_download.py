@@ -100,3 +100,15 @@ def test_content_hashed_sources_download(server, shared_data, tmp_path):
     with pytest.raises(VarbayesError, match="content checksum mismatch"):
         download("frey-face", tmp_path / "other", mirrors=[url])
     assert _leftovers(tmp_path / "other" / "frey-face") == []
+
+
+def test_load_with_download_fetches_missing_files(server, shared_data, tmp_path, monkeypatch):
+    url, root = server
+    shutil.copytree(shared_data / "mnist", root / "mnist")
+    src = datafiles.SOURCES["mnist"]
+    local = tuple(f._replace(urls=(f"{url}/mnist/{f.name}",)) for f in src.files)
+    monkeypatch.setitem(datafiles.SOURCES, "mnist", src._replace(files=local))
+    with pytest.raises(VarbayesError, match="not found"):
+        datasets.load("mnist", data_dir=tmp_path)
+    d = datasets.load("mnist", data_dir=tmp_path, download=True)
+    assert np.bincount(d.y_test).tolist()[:2] == [980, 1135]
