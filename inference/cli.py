@@ -21,6 +21,7 @@ from inference.io import set_quiet
 COMMAND_MODULES = (
     "inference.commands.demo",
     "inference.commands.data",
+    "inference.commands.ising",
 )
 
 
