@@ -66,6 +66,14 @@ def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np
                             f"{(shape[0] - 1, shape[1])} ({e})") from None
 
 
+def _load_npy(path: Path, option: str) -> np.ndarray:
+    check(path.is_file(), f"{option} {path} does not exist: pass a .npy file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise VarbayesError(f"{option} {path} is not a readable .npy array ({e})") from None
+
+
 def load_problem(args: argparse.Namespace) -> Problem:
     """Read the clean image and/or the observation, and add noise when needed."""
     check(args.image is not None or args.observed is not None,
@@ -73,16 +81,13 @@ def load_problem(args: argparse.Namespace) -> Problem:
     noise = validate_noise(Noise(args.noise, args.sigma if args.noise == "gaussian"
                                  else args.flip_prob))
     clean = None
-    if args.image is not None:
+    if args.image is not None and args.image.endswith(".npy"):
+        clean = validate_clean(_load_npy(Path(args.image), "--image"))
+    elif args.image is not None:
         clean = validate_clean(datasets.load_binary_image(args.image, args.data_dir))
     if args.observed is not None:
         path = Path(args.observed)
-        check(path.is_file(), f"--observed {path} does not exist: pass a .npy file")
-        try:
-            raw = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise VarbayesError(f"--observed {path} is not a readable .npy array ({e})") from None
-        observed = validate_observed(raw, noise)
+        observed = validate_observed(_load_npy(path, "--observed"), noise)
         if clean is not None:
             check(observed.shape == clean.shape,
                   f"--observed has shape {observed.shape} but --image {args.image} has shape "
@@ -281,7 +286,8 @@ def _add_input(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("input")
     g.add_argument("--image", metavar="NAME|PATH",
-                   help="clean image: letterA, shapes, digits:N or a .png/.pgm path")
+                   help="clean image: letterA, shapes, digits:N, a .png/.pgm path (binarized at "
+                        "its mean) or a .npy array of ±1")
     g.add_argument("--observed", metavar="FILE.npy",
                    help="a noisy observation given directly (real for gaussian, ±1 for flip); "
                         "with --image, that image is the clean reference")
