@@ -1,0 +1,488 @@
+"""``fit()``: minibatch stochastic variational inference for any Pyro or NumPyro model+guide.
+
+The pair must accept ``(*batch, n_data=N)``, where ``batch`` holds per-datapoint arrays
+(or None) sliced along axis 0 and ``n_data`` is the full data size, which the model passes
+to its data plate as ``size`` with the minibatch as the subsample. The objective is then
+the full-data estimator (N/M)·Σ_minibatch of the local terms plus the global ones once
+(Kingma & Welling 2013, eq. 8).
+
+- ``elbo="trace"``: ``Trace_ELBO``, the SGVB estimator A (Monte Carlo log p − log q).
+- ``elbo="meanfield"``: ``TraceMeanField_ELBO``, estimator B (analytic KL where it exists).
+- L particles per datapoint (``particles``), vectorized in both backends.
+- Adam or Adagrad.
+
+Every epoch ends with an evaluation of the per-datapoint ELBO (nats) on each named
+evaluation set and an atomic checkpoint. A resumed run continues exactly: the data order
+and the random draws of epoch e depend only on (seed, e) and the saved state, so it ends
+with the same parameters as an uninterrupted run. A non-finite loss stops the run with a
+:class:`TrainingDivergedError` error and leaves the last good checkpoint in place.
+
+Checkpoints are one ``.npz`` of plain arrays plus a JSON header stored as a byte array;
+they are read with ``allow_pickle=False``, so loading one never executes code.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from inference.errors import VarbayesError, check
+from inference.io import atomic_write_bytes, progress
+
+BACKENDS = ("numpyro", "pyro")
+ELBOS = ("trace", "meanfield")
+OPTIMIZERS = ("adam", "adagrad")
+FORMAT = "varbayes-svi-1"
+
+Batch = tuple[Any, ...]
+Transform = Callable[[Batch, np.random.Generator], Batch]
+
+
+class SVIOptions(NamedTuple):
+    """How to train; everything except ``epochs`` must match when resuming."""
+
+    backend: str = "numpyro"
+    """``numpyro`` or ``pyro``."""
+    elbo: str = "meanfield"
+    """``trace`` (Trace_ELBO, estimator A) or ``meanfield`` (TraceMeanField_ELBO, B)."""
+    particles: int = 1
+    """L, samples of the latents per datapoint and step."""
+    optimizer: str = "adam"
+    """``adam`` or ``adagrad``."""
+    lr: float = 1e-3
+    """Step size."""
+    epochs: int = 10
+    """Passes over the training data (in total, counting resumed ones)."""
+    batch_size: int = 100
+    """M, datapoints per step; the remainder of each shuffled epoch is dropped."""
+    seed: int = 0
+    """Seeds the data order, the transforms, the latent draws and the evaluations."""
+    eval_batch_size: int = 1000
+    """Datapoints per evaluation call."""
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns."""
+
+    params: dict[str, Any]
+    """Backend-native params: the Pyro param store as tensors, or NumPyro's param dict."""
+    history: dict[str, list[float]]
+    """Per epoch: ``objective`` (the running training objective per datapoint, nats),
+    ``<name>_elbo`` for every evaluation set (nats per datapoint), ``seconds``."""
+    epochs: int
+    """Epochs completed (including resumed ones)."""
+    start_epoch: int
+    """Epochs that were already done in the checkpoint this run resumed from (0 if fresh)."""
+    n_params: int
+    """Number of scalar parameters."""
+
+
+class TrainingDivergedError(VarbayesError):
+    """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+def check_options(options: SVIOptions) -> None:
+    """Raise :class:`VarbayesError` naming the first bad option."""
+    check(options.backend in BACKENDS, f"--backend must be one of {BACKENDS}, "
+                                       f"got {options.backend!r}")
+    check(options.elbo in ELBOS, f"--elbo must be one of {ELBOS}, got {options.elbo!r}")
+    check(options.optimizer in OPTIMIZERS,
+          f"--optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
+    check(options.particles >= 1, f"--particles must be >= 1, got {options.particles}")
+    check(options.lr > 0 and math.isfinite(options.lr), f"--lr must be > 0, got {options.lr}")
+    check(options.epochs >= 1, f"--epochs must be >= 1, got {options.epochs}")
+    check(options.batch_size >= 1, f"--batch-size must be >= 1, got {options.batch_size}")
+    check(options.eval_batch_size >= 1,
+          f"eval_batch_size must be >= 1, got {options.eval_batch_size}")
+
+
+def _n_rows(arrays: Sequence[Any], what: str) -> int:
+    sizes = {len(a) for a in arrays if a is not None}
+    check(len(sizes) == 1, f"{what} arrays must share their first dimension, got sizes "
+                           f"{sorted(sizes)}")
+    return sizes.pop()
+
+
+def _take(arrays: Sequence[Any], idx: np.ndarray | slice) -> Batch:
+    return tuple(None if a is None else a[idx] for a in arrays)
+
+
+def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return int(_epoch_rng(seed, epoch, stream).integers(2**31 - 1))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _options_header(options: SVIOptions) -> dict[str, Any]:
+    d = options._asdict()
+    d.pop("epochs")
+    d.pop("eval_batch_size")
+    return d
+
+
+def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray],
+                    header: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` and the JSON ``header`` to one ``.npz``, atomically."""
+    buf = io.BytesIO()
+    payload = {f"a/{k}": np.asarray(v) for k, v in arrays.items()}
+    payload["header"] = np.frombuffer(json.dumps(dict(header)).encode(), dtype=np.uint8)
+    np.savez(buf, **payload)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`; never unpickles anything.
+
+    Raises :class:`VarbayesError` when the file is missing, truncated or not ours.
+    """
+    p = Path(path)
+    check(p.is_file(), f"no checkpoint at {p}: pass a run folder written by 'varbayes vae train'")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            header = json.loads(f["header"].tobytes().decode())
+            arrays = {k[2:]: f[k] for k in f.files if k.startswith("a/")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            UnicodeDecodeError) as e:
+        raise VarbayesError(f"checkpoint {p} is corrupt or not a varbayes checkpoint "
+                            f"({type(e).__name__}): delete it or train again") from None
+    check(isinstance(header, dict) and header.get("format") == FORMAT,
+          f"checkpoint {p} is not a varbayes SVI checkpoint (format "
+          f"{header.get('format') if isinstance(header, dict) else None!r})")
+    return arrays, header
+
+
+def check_compatible(header: Mapping[str, Any], options: SVIOptions,
+                     meta: Mapping[str, Any], path: str | Path) -> None:
+    """Raise :class:`VarbayesError` unless a checkpoint header matches this run."""
+    check(header["backend"] == options.backend,
+          f"checkpoint {path} was written by the {header['backend']} backend but this run uses "
+          f"{options.backend}: pass --backend {header['backend']} or a new --out")
+    ours = _options_header(options)
+    diff = sorted(k for k in ours if header["options"].get(k) != ours[k])
+    check(not diff, f"checkpoint {path} was trained with other options ("
+          + ", ".join(f"{k}={header['options'].get(k)!r} not {ours[k]!r}" for k in diff)
+          + "): use the original options or a new --out")
+    saved = header.get("meta", {})
+    diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
+    check(not diff, f"checkpoint {path} belongs to another configuration (differs in "
+                    f"{', '.join(diff)}): use the original configuration or a new --out")
+
+
+# ----------------------------------------------------------------- torch state <-> arrays
+
+def _flatten_state(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
+    """JSON skeleton of a torch optimizer state; tensors go to ``arrays`` under ``key``."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        arrays[key] = obj.detach().cpu().numpy().copy()
+        return {"__tensor__": key}
+    if isinstance(obj, Mapping):
+        return {"__dict__": [[k, _flatten_state(v, f"{key}/{k}", arrays)]
+                             for k, v in obj.items()]}
+    if isinstance(obj, list | tuple):
+        items = [_flatten_state(v, f"{key}/{i}", arrays) for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    check(obj is None or isinstance(obj, bool | int | float | str),
+          f"cannot checkpoint optimizer state value of type {type(obj).__name__}")
+    return obj
+
+
+def _unflatten_state(obj: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    import torch
+
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return torch.from_numpy(np.array(arrays[obj["__tensor__"]]))
+        if "__tuple__" in obj:
+            return tuple(_unflatten_state(v, arrays) for v in obj["__tuple__"])
+        return {k: _unflatten_state(v, arrays) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_unflatten_state(v, arrays) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------ the loop
+
+def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[Any], *,
+        options: SVIOptions, eval_sets: Mapping[str, Sequence[Any]] | None = None,
+        transform: Transform | None = None, checkpoint: str | Path | None = None,
+        resume: bool = False, meta: Mapping[str, Any] | None = None,
+        eval_hide: Sequence[str] = ()) -> FitResult:
+    """Train ``model``/``guide`` by minibatch SVI and return the params and the history.
+
+    Parameters
+    ----------
+    model, guide : Pyro or NumPyro callables ``(*batch, n_data=N)`` for ``options.backend``.
+    data : per-datapoint numpy arrays (N, ...) (None entries pass through as None).
+    options : :class:`SVIOptions`.
+    eval_sets : name → arrays like ``data``; after every epoch the per-datapoint ELBO
+        (nats, same estimator as training, plates unscaled) is recorded as ``<name>_elbo``.
+    transform : ``(batch, rng) -> batch`` applied to each minibatch, e.g. a fresh
+        Bernoulli binarization; ``rng`` depends only on (seed, epoch).
+    checkpoint : ``.npz`` path written atomically after every epoch; None for none.
+    resume : continue from ``checkpoint`` (which must match backend, options and ``meta``).
+    meta : JSON-able description of the model (e.g. its config) stored in and checked
+        against the checkpoint.
+    eval_hide : sites left out of the evaluated ELBO (e.g. a weight prior factor).
+    """
+    check_options(options)
+    eval_sets = dict(eval_sets or {})
+    meta = json.loads(json.dumps(dict(meta or {})))
+    N = _n_rows(data, "training")
+    for name, arrays in eval_sets.items():
+        _n_rows(arrays, f"evaluation set {name!r}")
+    header: dict[str, Any] | None = None
+    saved: dict[str, np.ndarray] | None = None
+    if resume:
+        check(checkpoint is not None, "--resume needs a checkpoint path")
+        saved, header = load_checkpoint(checkpoint)  # type: ignore[arg-type]
+        check_compatible(header, options, meta, checkpoint)  # type: ignore[arg-type]
+    runner = _pyro_runner if options.backend == "pyro" else _numpyro_runner
+    return runner(model, guide, data, N, options, eval_sets, transform,
+                  None if checkpoint is None else Path(checkpoint), saved, header, meta,
+                  tuple(eval_hide))
+
+
+def _batches(N: int, M: int, rng: np.random.Generator) -> list[np.ndarray]:
+    M = min(M, N)
+    perm = rng.permutation(N)
+    return [perm[i * M:(i + 1) * M] for i in range(N // M)]
+
+
+def _diverged(epoch: int, step: int, checkpoint: Path | None, done: int) -> TrainingDivergedError:
+    where = (f"the last good checkpoint ({done} epochs) is kept in {checkpoint}"
+             if checkpoint is not None and done > 0 else "no checkpoint was written")
+    return TrainingDivergedError(f"the loss became NaN or infinite in epoch {epoch + 1}, step "
+                            f"{step + 1}; {where}: lower --lr or check the data")
+
+
+def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Transform | None,
+                start: int, history: dict[str, list[float]], step: Callable[[Batch], float],
+                begin_epoch: Callable[[int], None], evaluate: Callable[[int], dict[str, float]],
+                save: Callable[[int, dict[str, list[float]]], None],
+                checkpoint: Path | None, finite: Callable[[list[Any]], int | None]) -> None:
+    for epoch in range(start, options.epochs):
+        rng = _epoch_rng(options.seed, epoch, 0)
+        batches = _batches(N, options.batch_size, rng)
+        begin_epoch(epoch)
+        t0 = time.perf_counter()
+        losses = []
+        for idx in progress(batches, desc=f"epoch {epoch + 1}/{options.epochs}"):
+            batch = _take(data, idx)
+            if transform is not None:
+                batch = transform(batch, rng)
+            losses.append(step(batch))
+        bad = finite(losses)
+        if bad is not None:
+            raise _diverged(epoch, bad, checkpoint, epoch)
+        seconds = time.perf_counter() - t0
+        scores = evaluate(epoch)
+        if not all(math.isfinite(v) for v in scores.values()):
+            raise _diverged(epoch, len(batches) - 1, checkpoint, epoch)
+        history["objective"].append(-float(np.mean([float(v) for v in losses])) / N)
+        for k, v in scores.items():
+            history[f"{k}_elbo"].append(v)
+        history["seconds"].append(seconds)
+        if checkpoint is not None:
+            save(epoch + 1, history)
+
+
+def _new_history(eval_sets: Mapping[str, Any], header: Mapping[str, Any] | None
+                 ) -> dict[str, list[float]]:
+    if header is not None:
+        return {k: list(v) for k, v in header["history"].items()}
+    return {"objective": [], "seconds": [], **{f"{k}_elbo": [] for k in eval_sets}}
+
+
+def _header(options: SVIOptions, meta: Mapping[str, Any], epoch: int,
+            history: Mapping[str, list[float]], **extra: Any) -> dict[str, Any]:
+    return {"format": FORMAT, "backend": options.backend, "options": _options_header(options),
+            "meta": dict(meta), "epoch": epoch, "history": dict(history), **extra}
+
+
+# --------------------------------------------------------------------------------- Pyro
+
+def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
+                 saved, header, meta, eval_hide):
+    import pyro
+    import torch
+    from pyro import poutine
+
+    def tensors(batch: Batch) -> Batch:
+        return tuple(None if a is None else torch.as_tensor(a) for a in batch)
+
+    pyro.clear_param_store()
+    elbo_cls = pyro.infer.TraceMeanField_ELBO if options.elbo == "meanfield" else \
+        pyro.infer.Trace_ELBO
+    L = options.particles
+    elbo = elbo_cls(num_particles=L, vectorize_particles=L > 1, max_plate_nesting=1)
+    train_model = functools.partial(model, n_data=N)
+    train_guide = functools.partial(guide, n_data=N)
+    eval_model = poutine.block(functools.partial(model, n_data=None), hide=list(eval_hide))
+    eval_guide = functools.partial(guide, n_data=None)
+
+    with pyro.validation_enabled(False):
+        first = tensors(_take(data, slice(0, min(options.batch_size, N))))
+        poutine.trace(train_guide).get_trace(*first)
+        poutine.trace(train_model).get_trace(*first)
+        store = pyro.get_param_store()
+        named = dict(store.named_parameters())  # unconstrained leaf tensors
+        names = sorted(named)
+        params = [named[n] for n in names]
+        opt_cls = torch.optim.Adam if options.optimizer == "adam" else torch.optim.Adagrad
+        optimizer = opt_cls(params, lr=options.lr)
+        start = 0
+        if saved is not None and header is not None:
+            check(header.get("param_names") == names,
+                  f"checkpoint {checkpoint} holds params {header.get('param_names')}, this "
+                  f"model has {names}: use the original configuration or a new --out")
+            with torch.no_grad():
+                for n, p in zip(names, params, strict=True):
+                    value = torch.from_numpy(np.array(saved[f"param/{n}"]))
+                    check(value.shape == p.shape, f"checkpoint param {n} has shape "
+                          f"{tuple(value.shape)}, the model needs {tuple(p.shape)}")
+                    p.copy_(value)
+            optimizer.load_state_dict(_unflatten_state(header["optim"], saved))
+            start = int(header["epoch"])
+        history = _new_history(eval_sets, header)
+
+        def step(batch: Batch) -> float:
+            loss = elbo.differentiable_loss(train_model, train_guide, *tensors(batch))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        def begin_epoch(epoch: int) -> None:
+            torch.manual_seed(_epoch_seed(options.seed, epoch, 1))
+
+        def evaluate(epoch: int) -> dict[str, float]:
+            torch.manual_seed(_epoch_seed(options.seed, epoch, 2))
+            scores = {}
+            B = options.eval_batch_size
+            for name, arrays in eval_sets.items():
+                n = _n_rows(arrays, name)
+                total = 0.0
+                for i in range(0, n, B):
+                    total += elbo.loss(eval_model, eval_guide, *tensors(_take(arrays,
+                                                                              slice(i, i + B))))
+                scores[name] = -total / n
+            return scores
+
+        def save(epoch: int, history: dict[str, list[float]]) -> None:
+            arrays = {f"param/{n}": p.detach().numpy().copy()
+                      for n, p in zip(names, params, strict=True)}
+            skeleton = _flatten_state(optimizer.state_dict(), "optim", arrays)
+            save_checkpoint(checkpoint, arrays, _header(options, meta, epoch, history,
+                                                       param_names=names, optim=skeleton))
+
+        def finite(losses: list[float]) -> int | None:
+            bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+            return bad[0] if bad else None
+
+        _run_epochs(options, N, data, transform, start, history, step, begin_epoch,
+                    evaluate, save, checkpoint, finite)
+    out = {n: p.detach().clone() for n, p in zip(names, params, strict=True)}
+    return FitResult(out, history, max(start, options.epochs), start,
+                     int(sum(p.numel() for p in params)))
+
+
+# ------------------------------------------------------------------------------ NumPyro
+
+def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
+                    saved, header, meta, eval_hide):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from numpyro import handlers
+    from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+    from numpyro.optim import optax_to_numpyro
+
+    elbo_cls = TraceMeanField_ELBO if options.elbo == "meanfield" else Trace_ELBO
+    elbo = elbo_cls(num_particles=options.particles)
+    if options.optimizer == "adam":
+        tx = optax.adam(options.lr)
+    else:  # torch's Adagrad defaults: no initial accumulator, eps 1e-10
+        tx = optax.adagrad(options.lr, initial_accumulator_value=0.0, eps=1e-10)
+    train_model = functools.partial(model, n_data=N)
+    train_guide = functools.partial(guide, n_data=N)
+    eval_model = handlers.block(functools.partial(model, n_data=None), hide=list(eval_hide))
+    eval_guide = functools.partial(guide, n_data=None)
+    svi = SVI(train_model, train_guide, optax_to_numpyro(tx), elbo)
+
+    def jarr(batch: Batch) -> Batch:
+        return tuple(None if a is None else jnp.asarray(a) for a in batch)
+
+    first = jarr(_take(data, slice(0, min(options.batch_size, N))))
+    state = svi.init(jax.random.PRNGKey(_epoch_seed(options.seed, 0, 3)), *first)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    start = 0
+    if saved is not None and header is not None:
+        n_saved = int(header.get("n_leaves", -1))
+        check(n_saved == len(leaves), f"checkpoint {checkpoint} holds {n_saved} state arrays, "
+                                      f"this model needs {len(leaves)}: use the original "
+                                      "configuration or a new --out")
+        new = []
+        for i, leaf in enumerate(leaves):
+            value = saved[f"state/{i}"]
+            check(value.shape == np.shape(leaf) and value.dtype == np.asarray(leaf).dtype,
+                  f"checkpoint state array {i} is {value.dtype}{list(value.shape)}, the model "
+                  f"needs {np.asarray(leaf).dtype}{list(np.shape(leaf))}: use the original "
+                  "configuration or a new --out")
+            new.append(jnp.asarray(value))
+        state = jax.tree_util.tree_unflatten(treedef, new)
+        start = int(header["epoch"])
+    history = _new_history(eval_sets, header)
+    update = jax.jit(svi.update)
+    eval_loss = jax.jit(lambda params, key, *batch: elbo.loss(key, params, eval_model,
+                                                              eval_guide, *batch))
+    holder = {"state": state}
+
+    def step(batch: Batch) -> Any:
+        holder["state"], loss = update(holder["state"], *jarr(batch))
+        return loss
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        params = svi.get_params(holder["state"])
+        key = jax.random.PRNGKey(_epoch_seed(options.seed, epoch, 2))
+        scores = {}
+        B = options.eval_batch_size
+        for name, arrays in eval_sets.items():
+            n = _n_rows(arrays, name)
+            total = 0.0
+            for j, i in enumerate(range(0, n, B)):
+                batch = jarr(_take(arrays, slice(i, i + B)))
+                total += float(eval_loss(params, jax.random.fold_in(key, j), *batch))
+            scores[name] = -total / n
+        return scores
+
+    def save(epoch: int, history: dict[str, list[float]]) -> None:
+        leaves = jax.tree_util.tree_leaves(holder["state"])
+        arrays = {f"state/{i}": np.asarray(v) for i, v in enumerate(leaves)}
+        save_checkpoint(checkpoint, arrays, _header(options, meta, epoch, history,
+                                                   n_leaves=len(leaves)))
+
+    def finite(losses: list[Any]) -> int | None:
+        values = np.asarray(jnp.stack(losses)) if losses else np.zeros(0)
+        bad = np.flatnonzero(~np.isfinite(values))
+        return int(bad[0]) if bad.size else None
+
+    _run_epochs(options, N, data, transform, start, history, step, lambda e: None,
+                evaluate, save, checkpoint, finite)
+    params = svi.get_params(holder["state"])
+    n = int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
+    return FitResult(params, history, max(start, options.epochs), start, n)

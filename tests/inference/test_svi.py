@@ -1,0 +1,166 @@
+"""fit(): training rises, resumes exactly, stops cleanly on NaN, and checkpoints safely."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from inference import datasets
+from inference.errors import VarbayesError
+from inference.svi import (
+    SVIOptions,
+    TrainingDivergedError,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.vae import numpyro_model as numpyro_vae
+from models.vae import pyro_model as pyro_vae
+from models.vae.config import VAEConfig
+
+BACKENDS = {"pyro": pyro_vae, "numpyro": numpyro_vae}
+CFG = VAEConfig(x_dim=64, z_dim=4, hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = datasets.load("digits")
+    rng = np.random.default_rng(0)
+    test = datasets.dynamic_binarize(d.x_test[:200], rng)
+    return d.x_train[:400], test
+
+
+def binarize(batch, rng):
+    return (datasets.dynamic_binarize(batch[0], rng),)
+
+
+def _fit(backend, train, test, tmp_path=None, cfg=CFG, resume=False, transform=binarize,
+         **opts):
+    mod = BACKENDS[backend]
+    vae = mod.build(cfg, seed=0)
+    options = SVIOptions(backend=backend, batch_size=50, **opts)
+    ckpt = None if tmp_path is None else tmp_path / "checkpoint.npz"
+    return fit(functools.partial(mod.model, vae), functools.partial(mod.guide, vae), (train,),
+               options=options, eval_sets={"test": (test,)}, transform=transform,
+               checkpoint=ckpt, resume=resume, meta={"vae": json.loads(cfg.to_json())},
+               eval_hide=("theta_prior",))
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_elbo_rises(digits, backend, elbo):
+    train, test = digits
+    r = _fit(backend, train, test, epochs=6, elbo=elbo, lr=3e-3)
+    curve = r.history["test_elbo"]
+    assert len(curve) == 6 and r.epochs == 6
+    assert curve[-1] > curve[0] + 3.0, curve  # nats per datapoint
+    assert r.history["objective"][-1] > r.history["objective"][0]
+    assert r.n_params == 64 * 32 + 32 + 2 * (32 * 4 + 4) + 4 * 32 + 32 + 32 * 64 + 64
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_particles_adagrad_and_weight_decay(digits, backend):
+    train, test = digits
+    cfg = CFG._replace(prior_precision=1.0)
+    r = _fit(backend, train, test, cfg=cfg, epochs=2, particles=3, optimizer="adagrad", lr=0.05)
+    assert all(np.isfinite(r.history["test_elbo"]))
+
+
+def _flat(backend, params):
+    if backend == "pyro":
+        return {k: v.numpy() for k, v in params.items()}
+    import jax
+
+    return {str(i): np.asarray(v) for i, v in enumerate(jax.tree_util.tree_leaves(params))}
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_resume_equals_uninterrupted(digits, backend, tmp_path):
+    train, test = digits
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = _fit(backend, train, test, tmp_path / "a", epochs=3)
+    first = _fit(backend, train, test, tmp_path / "b", epochs=2)
+    assert first.epochs == 2
+    resumed = _fit(backend, train, test, tmp_path / "b", epochs=3, resume=True)
+    assert resumed.start_epoch == 2 and resumed.epochs == 3
+    a, b = _flat(backend, full.params), _flat(backend, resumed.params)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed.history["test_elbo"] == full.history["test_elbo"]
+    _, header = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert header["epoch"] == 3 and len(header["history"]["test_elbo"]) == 3
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
+    train, test = digits
+    calls = {"n": 0}
+
+    def poison(batch, rng):
+        calls["n"] += 1
+        x = binarize(batch, rng)[0]
+        if calls["n"] > 8 + 3:  # 8 steps per epoch: NaN in the middle of epoch 2
+            x = x.copy()
+            x[0, 0] = np.nan
+        return (x,)
+
+    for backend in ("numpyro", "pyro"):
+        calls["n"] = 0
+        d = tmp_path / backend
+        d.mkdir()
+        with pytest.raises(TrainingDivergedError, match=r"epoch 2.*last good checkpoint \(1 "):
+            _fit(backend, train, test, d, epochs=4, transform=poison)
+        _, header = load_checkpoint(d / "checkpoint.npz")
+        assert header["epoch"] == 1
+        assert np.isfinite(header["history"]["test_elbo"]).all()
+
+
+def test_checkpoint_mismatch_and_corruption(digits, tmp_path):
+    train, test = digits
+    _fit("numpyro", train, test, tmp_path, epochs=1)
+    with pytest.raises(VarbayesError, match="numpyro backend but this run uses pyro"):
+        _fit("pyro", train, test, tmp_path, epochs=2, resume=True)
+    with pytest.raises(VarbayesError, match=r"other options.*lr"):
+        _fit("numpyro", train, test, tmp_path, epochs=2, resume=True, lr=0.1)
+    with pytest.raises(VarbayesError, match=r"another configuration.*vae"):
+        _fit("numpyro", train, test, tmp_path, cfg=CFG._replace(z_dim=5), epochs=2, resume=True)
+    ckpt = tmp_path / "checkpoint.npz"
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    with pytest.raises(VarbayesError, match="corrupt"):
+        _fit("numpyro", train, test, tmp_path, epochs=2, resume=True)
+    with pytest.raises(VarbayesError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+def test_checkpoint_never_unpickles(tmp_path):
+    """An npz holding a pickled object array is refused, not executed."""
+    buf = io.BytesIO()
+    np.savez(buf, header=np.frombuffer(b'{"format": "varbayes-svi-1"}', np.uint8),
+             **{"a/evil": np.array([object()], dtype=object)})
+    (tmp_path / "evil.npz").write_bytes(buf.getvalue())
+    with pytest.raises(VarbayesError, match="corrupt"):
+        load_checkpoint(tmp_path / "evil.npz")
+    # a file that is a zip but not ours
+    with zipfile.ZipFile(tmp_path / "other.npz", "w") as z:
+        z.writestr("x.txt", "hello")
+    with pytest.raises(VarbayesError, match=r"corrupt|not a varbayes"):
+        load_checkpoint(tmp_path / "other.npz")
+    p = save_checkpoint(tmp_path / "ok.npz", {"w": np.ones(3)}, {"format": "varbayes-svi-1"})
+    arrays, header = load_checkpoint(p)
+    assert header["format"] == "varbayes-svi-1" and arrays["w"].tolist() == [1, 1, 1]
+
+
+def test_bad_options(digits):
+    train, test = digits
+    for bad, match in [(dict(epochs=0), "--epochs"), (dict(particles=0), "--particles"),
+                       (dict(lr=-1.0), "--lr"), (dict(elbo="renyi"), "--elbo"),
+                       (dict(optimizer="sgd"), "--optimizer")]:
+        with pytest.raises(VarbayesError, match=match):
+            _fit("numpyro", train, test, **bad)
