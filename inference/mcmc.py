@@ -172,25 +172,21 @@ def _nuts_pyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, seed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             mcmc.run(*args, **kwargs)
-        chains.append(az.from_pyro(mcmc, log_likelihood=False))
+        chains.append({k: v.detach().cpu().numpy()
+                       for k, v in mcmc.get_samples(group_by_chain=True).items()})
         div = np.zeros(num_samples, dtype=bool)
         div[np.asarray(kernel._divergences, dtype=int)] = True
         stats.append({**{k: np.asarray(v) for k, v in rec.items()}, "diverging": div})
-    idata = az.concat(chains, dim="chain") if num_chains > 1 else chains[0]
+    posterior = {k: np.concatenate([c[k] for c in chains]) for k in chains[0]}
     sample_stats = {k: np.stack([s[k] for s in stats]) for k in stats[0]}
-    extra = {"sample_stats": sample_stats}
-    loglik = _pyro_log_likelihood(model, idata.posterior, args, kwargs)
-    if loglik:
-        extra["log_likelihood"] = loglik
-    new = az.from_dict(**extra)
-    idata.sample_stats = new.sample_stats
-    if loglik:
-        idata.add_groups(log_likelihood=new.log_likelihood)
-    return idata
+    loglik, observed = _pyro_log_likelihood(model, posterior, args, kwargs)
+    return az.from_dict(posterior=posterior, sample_stats=sample_stats,
+                        log_likelihood=loglik or None, observed_data=observed or None)
 
 
-def _pyro_log_likelihood(model, posterior, args, kwargs) -> dict[str, np.ndarray]:
-    """Pointwise log-likelihood of each observed site, draw by draw (chain, draw, *batch).
+def _pyro_log_likelihood(model, posterior: dict[str, np.ndarray], args, kwargs
+                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Pointwise log-likelihood of each observed site, (chain, draw, *batch), and the data.
 
     Replays the model conditioned on every draw. This avoids Pyro's vectorized trace,
     which cannot broadcast vector-valued latents under a plate.
@@ -198,11 +194,11 @@ def _pyro_log_likelihood(model, posterior, args, kwargs) -> dict[str, np.ndarray
     import pyro
     import torch
 
-    names = list(posterior.data_vars)
-    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
-    values = {k: torch.as_tensor(posterior[k].values, dtype=torch.get_default_dtype())
-              for k in names}
+    n_chain, n_draw = next(iter(posterior.values())).shape[:2]
+    values = {k: torch.as_tensor(v, dtype=torch.get_default_dtype())
+              for k, v in posterior.items()}
     out: dict[str, list] = {}
+    observed: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for c in range(n_chain):
             for d in range(n_draw):
@@ -213,7 +209,9 @@ def _pyro_log_likelihood(model, posterior, args, kwargs) -> dict[str, np.ndarray
                     if site["type"] == "sample" and site["is_observed"]:
                         lp = site["fn"].log_prob(site["value"])
                         out.setdefault(name, []).append(lp.detach().cpu().numpy())
-    return {k: np.stack(v).reshape(n_chain, n_draw, *v[0].shape) for k, v in out.items()}
+                        observed[name] = site["value"].detach().cpu().numpy()
+    loglik = {k: np.stack(v).reshape(n_chain, n_draw, *v[0].shape) for k, v in out.items()}
+    return loglik, observed
 
 
 def save_inferencedata(idata: Any, path: str | os.PathLike[str]) -> Path:
