@@ -138,3 +138,27 @@ def run(
         method="cavi", mean=state.mu, estimate=mpm(state.mu), elbo=history[-1],
         log_evidence=float("nan"), history=np.asarray(history), history_label="ELBO (nats)",
         iterations=state.iteration, seconds=seconds)
+
+
+def torch_parallel_sweeps(mu, h, J: float, damping: float, sweeps: int):
+    """``sweeps`` damped parallel sweeps with one scalar ``J``, in place on a torch ``mu``.
+
+    The torch fast path: shift-and-add into one preallocated buffer, then
+    ``tanh(f) = 2·sigmoid(2f) − 1`` (torch's CPU ``sigmoid`` is vectorized and ~15× faster
+    than its ``tanh``), all in place: no allocation inside the loop.
+    ``mu``, ``h``: (H, W) float tensors. Returns ``mu``.
+    """
+    import torch
+
+    two_h = 2 * h
+    field = torch.empty_like(mu)
+    for _ in range(sweeps):
+        field.copy_(two_h)  # 2 (h + J Σ_j μ_j), the sigmoid's argument
+        field[1:].add_(mu[:-1], alpha=2 * J)
+        field[:-1].add_(mu[1:], alpha=2 * J)
+        field[:, 1:].add_(mu[:, :-1], alpha=2 * J)
+        field[:, :-1].add_(mu[:, 1:], alpha=2 * J)
+        field.sigmoid_()
+        # μ ← (1 − λ) μ + λ (2 s − 1)
+        mu.mul_(1 - damping).add_(field, alpha=2 * damping).sub_(damping)
+    return mu

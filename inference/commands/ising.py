@@ -21,7 +21,7 @@ from inference import datasets, exact
 from inference.denoise import METHODS, Options, run_method
 from inference.errors import VarbayesError, check
 from inference.io import atomic_write_bytes, out_dir, progress, save_figure, write_metrics
-from inference.meanfield import SCHEDULES
+from inference.meanfield import SCHEDULES, validate_schedule
 from inference.results import PosteriorResult
 from models.ising import plots
 from models.ising.noise import (
@@ -102,6 +102,7 @@ def load_problem(args: argparse.Namespace) -> Problem:
 
 
 def _options(args: argparse.Namespace) -> Options:
+    validate_schedule(args.schedule, args.damping)
     return Options(schedule=args.schedule, damping=args.damping, iters=args.iters,
                    tol=args.tol, backend=args.backend, lr=args.lr, particles=args.particles,
                    chains=args.chains, burn_in=args.burn_in, seed=args.seed)
