@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "inference.commands.demo",
     "inference.commands.data",
     "inference.commands.ising",
+    "inference.commands.vae",
 )
 
 

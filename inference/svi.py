@@ -221,7 +221,9 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
         options: SVIOptions, eval_sets: Mapping[str, Sequence[Any]] | None = None,
         transform: Transform | None = None, checkpoint: str | Path | None = None,
         resume: bool = False, meta: Mapping[str, Any] | None = None,
-        eval_hide: Sequence[str] = ()) -> FitResult:
+        eval_hide: Sequence[str] = (),
+        export: Callable[[dict[str, Any]], Mapping[str, np.ndarray]] | None = None
+        ) -> FitResult:
     """Train ``model``/``guide`` by minibatch SVI and return the params and the history.
 
     Parameters
@@ -238,6 +240,9 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     meta : JSON-able description of the model (e.g. its config) stored in and checked
         against the checkpoint.
     eval_hide : sites left out of the evaluated ELBO (e.g. a weight prior factor).
+    export : ``params -> {name: array}``, called at every checkpoint; its arrays are stored
+        under ``export/<name>`` so that readers need not rebuild the optimizer state
+        (e.g. the flat VAE weights for ``varbayes vae sample``).
     """
     check_options(options)
     eval_sets = dict(eval_sets or {})
@@ -254,7 +259,7 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     runner = _pyro_runner if options.backend == "pyro" else _numpyro_runner
     return runner(model, guide, data, N, options, eval_sets, transform,
                   None if checkpoint is None else Path(checkpoint), saved, header, meta,
-                  tuple(eval_hide))
+                  tuple(eval_hide), export)
 
 
 def _batches(N: int, M: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -317,7 +322,7 @@ def _header(options: SVIOptions, meta: Mapping[str, Any], epoch: int,
 # --------------------------------------------------------------------------------- Pyro
 
 def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
-                 saved, header, meta, eval_hide):
+                 saved, header, meta, eval_hide, export):
     import pyro
     import torch
     from pyro import poutine
@@ -387,6 +392,9 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             arrays = {f"param/{n}": p.detach().numpy().copy()
                       for n, p in zip(names, params, strict=True)}
             skeleton = _flatten_state(optimizer.state_dict(), "optim", arrays)
+            if export is not None:
+                current = {n: p.detach() for n, p in zip(names, params, strict=True)}
+                arrays.update({f"export/{k}": np.asarray(v) for k, v in export(current).items()})
             save_checkpoint(checkpoint, arrays, _header(options, meta, epoch, history,
                                                        param_names=names, optim=skeleton))
 
@@ -404,7 +412,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
 # ------------------------------------------------------------------------------ NumPyro
 
 def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
-                    saved, header, meta, eval_hide):
+                    saved, header, meta, eval_hide, export):
     import jax
     import jax.numpy as jnp
     import optax
@@ -473,6 +481,9 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     def save(epoch: int, history: dict[str, list[float]]) -> None:
         leaves = jax.tree_util.tree_leaves(holder["state"])
         arrays = {f"state/{i}": np.asarray(v) for i, v in enumerate(leaves)}
+        if export is not None:
+            arrays.update({f"export/{k}": np.asarray(v)
+                           for k, v in export(svi.get_params(holder["state"])).items()})
         save_checkpoint(checkpoint, arrays, _header(options, meta, epoch, history,
                                                    n_leaves=len(leaves)))
 

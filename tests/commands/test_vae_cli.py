@@ -1,0 +1,136 @@
+"""``varbayes vae``: every subcommand with tiny arguments, resume, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.cli import main
+
+TINY = ["--n-train", "200", "--n-test", "60", "--hidden", "16", "--batch-size", "50",
+        "--quiet"]
+
+
+def _metrics(d: Path) -> dict:
+    return json.loads((d / "metrics.json").read_text())
+
+
+def _error(argv, capsys) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def latent2_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("vae") / "run"
+    assert main(["vae", "train", "--latent", "2", "--epochs", "2", "--out", str(out),
+                 *TINY]) == 0
+    return out
+
+
+def test_train_writes_metrics_and_figures(latent2_run):
+    m = _metrics(latent2_run)
+    for key in ("test_elbo", "best_test_elbo", "train_elbo", "epochs", "seconds_per_epoch",
+                "n_params"):
+        assert key in m, key
+    assert m["epochs"] == 2 and m["best_test_elbo"] >= m["test_elbo"]
+    assert -64 * np.log(2) * 2 < m["test_elbo"] < 0  # nats per 64-pixel digit
+    assert m["n_params"] == (64 * 16 + 16) + 2 * (16 * 2 + 2) + (2 * 16 + 16) + (16 * 64 + 64)
+    for fig in ("elbo_curves", "reconstructions", "samples", "manifold", "latent_means"):
+        assert (latent2_run / f"{fig}.png").stat().st_size > 1000, fig
+
+
+def test_sample_and_reconstruct(latent2_run, tmp_path, capsys):
+    assert main(["vae", "sample", str(latent2_run), "--out", str(tmp_path / "s"), "--n", "9",
+                 "--quiet"]) == 0
+    assert _metrics(tmp_path / "s")["n_samples"] == 9
+    samples = np.load(tmp_path / "s" / "samples.npy")
+    assert samples.shape == (9, 64) and (samples >= 0).all() and (samples <= 1).all()
+    assert main(["vae", "reconstruct", str(latent2_run), "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    m = _metrics(tmp_path / "r")
+    # the numpy estimator-B ELBO agrees with the one fit() logged, within MC error
+    assert abs(m["test_elbo"] - _metrics(latent2_run)["test_elbo"]) < 5 * m["test_elbo_stderr"]
+    assert (tmp_path / "r" / "reconstructions.png").is_file()
+    assert "test ELBO" in capsys.readouterr().out
+
+
+def test_resume_via_cli_and_mismatches(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["vae", "train", "--backend", "pyro", "--elbo", "trace", "--latent", "3",
+            "--out", str(out), *TINY]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert "already holds a checkpoint.npz" in _error([*args, "--epochs", "2"], capsys)
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    assert _metrics(out)["epochs"] == 2
+    err = _error(["vae", "train", "--latent", "3", "--out", str(out), *TINY, "--epochs", "3",
+                  "--resume"], capsys)
+    assert "pyro backend but this run uses numpyro" in err
+    err = _error([*args, "--latent", "4", "--epochs", "3", "--resume"], capsys)
+    assert "another configuration" in err
+    assert "no checkpoint.npz" in _error(["vae", "train", "--out", str(tmp_path / "new"),
+                                          *TINY, "--resume"], capsys)
+
+
+def test_corrupt_checkpoint_and_missing_run(latent2_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.npz").write_bytes(
+        (latent2_run / "checkpoint.npz").read_bytes()[:1000])
+    assert "corrupt" in _error(["vae", "sample", str(bad), "--out", str(tmp_path / "o")],
+                               capsys)
+    assert "does not exist" in _error(["vae", "reconstruct", str(tmp_path / "nope"), "--out",
+                                       str(tmp_path / "o")], capsys)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--latent", "0"], "--latent must be > 0"),
+    (["--latent", "-2"], "--latent must be > 0"),
+    (["--hidden", "a,b"], "--hidden"),
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "-1"], "--lr"),
+    (["--decoder", "gaussian", "--binarize", "dynamic"], "Gaussian decoder"),
+])
+def test_bad_input_one_line(argv, match, tmp_path, capsys):
+    err = _error(["vae", "train", "--out", str(tmp_path / "x"), *TINY, *argv], capsys)
+    assert match in err
+
+
+def test_label_cvae_and_inpaint(tmp_path, capsys):
+    lab = tmp_path / "label"
+    assert main(["vae", "train", "--conditional", "label", "--epochs", "1", "--out", str(lab),
+                 "--backend", "pyro", *TINY]) == 0
+    assert main(["vae", "sample", str(lab), "--out", str(tmp_path / "ls"), "--n", "20",
+                 "--quiet"]) == 0
+    assert np.load(tmp_path / "ls" / "samples.npy").shape == (20, 64)  # 2 per class
+    assert "--conditional observed" in _error(["vae", "inpaint", str(lab), "--out",
+                                                str(tmp_path / "li")], capsys)
+    obs = tmp_path / "obs"
+    assert main(["vae", "train", "--conditional", "observed", "--mask", "lower", "--epochs",
+                 "2", "--out", str(obs), *TINY]) == 0
+    assert main(["vae", "inpaint", str(obs), "--out", str(tmp_path / "oi"), "--k", "50",
+                 "--n", "6", "--quiet"]) == 0
+    m = _metrics(tmp_path / "oi")
+    assert m["masked_pixels"] == 32 and m["k"] == 50 and m["n_images"] == 60
+    assert -32 * np.log(2) * 2 < m["masked_log_likelihood"] < 0
+    assert (tmp_path / "oi" / "inpainting.png").is_file()
+
+
+def test_gaussian_decoder_trains_on_frey_face(shared_data, tmp_path):
+    if not (shared_data / "frey-face").is_dir():
+        pytest.skip("frey-face not in the shared data")
+    out = tmp_path / "frey"
+    assert main(["vae", "train", "--dataset", "frey-face", "--data-dir", str(shared_data),
+                 "--epochs", "4", "--latent", "5", "--hidden", "100", "--n-train", "1000",
+                 "--n-test", "200", "--lr", "3e-3", "--out", str(out), "--quiet"]) == 0
+    ckpt = np.load(out / "checkpoint.npz")
+    history = json.loads(ckpt["header"].tobytes())["history"]["test_elbo"]
+    assert history[-1] > history[0] + 20, history  # nats per 560-pixel face
+    assert (out / "samples.png").is_file()
