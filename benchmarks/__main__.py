@@ -33,6 +33,8 @@ def _table(name: str, metrics: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the named benchmark(s), print a table each and optionally write JSON."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # torch and JAX share the process: idle OpenMP workers must not spin on the cores
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("name", choices=(*BENCHMARKS, "all"), help="benchmark to run")
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")

@@ -31,7 +31,7 @@ class Options(NamedTuple):
 
 
 #: Iterations when ``--iters`` is not given: sweeps (CAVI, ICM), steps (SVI), kept sweeps (Gibbs).
-DEFAULT_ITERS = {"cavi": 200, "svi": 1000, "svi-score": 500, "gibbs": 200, "icm": 100,
+DEFAULT_ITERS = {"cavi": 200, "svi": 3000, "svi-score": 500, "gibbs": 200, "icm": 100,
                  "exact": 1}
 
 

@@ -42,15 +42,24 @@ def panel(clean: np.ndarray | None, observed: np.ndarray, mean: np.ndarray,
 
 
 def history(values: np.ndarray, label: str, title: str = ""):
-    """The objective (ELBO, log p̃...) against the iteration number."""
+    """The objective (ELBO, log p̃...) per iteration, and its distance to the last value."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(np.arange(len(values)), values, marker="." if len(values) < 60 else None)
-    ax.set_xlabel("iteration")
+    values = np.asarray(values, dtype=np.float64)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    its = np.arange(len(values))
+    marker = "." if len(values) < 60 else None
+    ax.plot(its, values, marker=marker)
     ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
+    distance = np.abs(values[-1] - values[:-1])
+    keep = distance > 0
+    ax2.semilogy(its[:-1][keep], distance[keep], marker=marker)
+    ax2.set_ylabel("|last value − value|")
+    for a in (ax, ax2):
+        a.set_xlabel("iteration")
+        a.grid(alpha=0.3)
     if title:
-        ax.set_title(title, fontsize=10)
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 
