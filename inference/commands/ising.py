@@ -249,7 +249,7 @@ def _gap(args: argparse.Namespace) -> int:
     zero = gap_vs_coupling(Js, np.zeros((args.size, args.size)))
     data_gaps, data_rel = np.zeros(len(Js)), np.zeros(len(Js))
     for _ in progress(range(args.repeats), desc="ising gap"):
-        # clean image: a sample-free stand-in, half the grid +1 (a vertical edge)
+        # the clean image: left half −1, right half +1 (one vertical edge)
         clean = np.where(np.arange(args.size)[None, :] < args.size // 2, -1, 1) * np.ones(
             (args.size, 1), dtype=np.int8)
         h = make_posterior(corrupt(clean, noise, rng), noise, 0.0).field.h

@@ -153,7 +153,7 @@ def pyro_log_density(fn, z, observed, couplings, noise):
     data = {} if z is None else {"z": torch.as_tensor(z)}
     tr = poutine.trace(poutine.condition(fn, data=data)).get_trace(
         torch.as_tensor(observed), couplings, noise)
-    return float(tr.log_prob_sum()), [n for n in tr.nodes if n not in ("_INPUT", "_RETURN")]
+    return float(tr.log_prob_sum().detach()), [n for n in tr.nodes if n not in ("_INPUT", "_RETURN")]
 
 
 def numpyro_log_density(fn, z, observed, couplings, noise, params=None):
