@@ -77,7 +77,7 @@ def test_compare_writes_table_metrics_and_figure(tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, _ = run(["ising", "compare", "--image", "digits:0", "--iters", "20",
                            "--out", str(out), "--quiet"], capsys)
-    assert code == 0
+    assert code == 0 and "| exact |" in stdout
     table = (out / "compare.md").read_text()
     for label in ("threshold", "icm", "cavi-parallel", "cavi-checkerboard", "svi",
                   "svi-score", "gibbs", "exact"):
