@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference import exact, gibbs, meanfield, meanfield_svi
+from inference import exact, meanfield
 from inference.errors import check
 from inference.results import PosteriorResult, mpm
 from models.ising.noise import Noise, make_posterior
@@ -66,6 +66,8 @@ def run_method(method: str, observed: np.ndarray, noise: Noise, J,
     if method == "exact":
         return run_exact(observed, noise, J)
     if method in ("svi", "svi-score"):
+        from inference import meanfield_svi
+
         loss = "closed" if method == "svi" else "score"
         return meanfield_svi.fit(opts.backend, observed, noise, J, loss=loss, steps=iters,
                                  lr=opts.lr, num_particles=opts.particles, seed=opts.seed)
@@ -73,6 +75,8 @@ def run_method(method: str, observed: np.ndarray, noise: Noise, J,
     if method == "cavi":
         return meanfield.run(post, schedule=opts.schedule, damping=opts.damping,
                              max_iters=iters, tol=opts.tol)
+    from inference import gibbs  # imports JAX: only when needed
+
     if method == "icm":
         return gibbs.icm(post, max_iters=iters)
     import jax
