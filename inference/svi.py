@@ -68,6 +68,10 @@ class SVIOptions(NamedTuple):
     """Seeds the data order, the transforms, the latent draws and the evaluations."""
     eval_batch_size: int = 1000
     """Datapoints per evaluation call."""
+    jit: bool = True
+    """Pyro only: compile the training ELBO (``JitTrace_ELBO``, or the fixed
+    ``JitTraceMeanField_ELBO``); the model must have static structure and tensor inputs.
+    NumPyro always compiles."""
 
 
 class FitResult(NamedTuple):
@@ -130,6 +134,8 @@ def _options_header(options: SVIOptions) -> dict[str, Any]:
     d = options._asdict()
     d.pop("epochs")
     d.pop("eval_batch_size")
+    if d["backend"] == "numpyro":
+        d.pop("jit")
     return d
 
 
@@ -321,6 +327,78 @@ def _header(options: SVIOptions, meta: Mapping[str, Any], epoch: int,
 
 # --------------------------------------------------------------------------------- Pyro
 
+def _jit_meanfield_class() -> type:
+    import pyro
+
+    class JitTraceMeanFieldELBO(pyro.infer.JitTraceMeanField_ELBO):
+        """``JitTraceMeanField_ELBO`` that compiles once.
+
+        In Pyro 1.9.x ``JitTraceMeanField_ELBO.differentiable_loss`` tests
+        ``self._loss_and_surrogate_loss`` (the attribute ``JitTrace_ELBO`` uses) but stores
+        its compiled function in ``self._differentiable_loss``, so the test never passes: every
+        step builds a new ``CompiledFunction`` and runs ``torch.jit.trace`` again (three
+        forward passes per step, 3-5x slower than the uncompiled ELBO). Setting the tested
+        attribute once the function exists makes later calls reuse it.
+        """
+
+        def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self, "_differentiable_loss", None) is not None:
+                self._loss_and_surrogate_loss = self._differentiable_loss
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+    return JitTraceMeanFieldELBO
+
+
+def jit_trace_meanfield_elbo(**kwargs: Any) -> Any:
+    """A fixed :class:`pyro.infer.JitTraceMeanField_ELBO` (compiles once; see the class)."""
+    return _jit_meanfield_class()(**kwargs)
+
+
+def pyro_elbo(options: SVIOptions, jit: bool | None = None) -> Any:
+    """The Pyro ELBO object for ``options`` (particles vectorized when L > 1).
+
+    ``jit`` (default ``options.jit``) picks ``JitTrace_ELBO`` or the fixed
+    ``JitTraceMeanField_ELBO`` of :func:`jit_trace_meanfield_elbo`.
+    """
+    import pyro
+
+    jit = options.jit if jit is None else jit
+    if options.elbo == "meanfield":
+        cls = _jit_meanfield_class() if jit else pyro.infer.TraceMeanField_ELBO
+    else:
+        cls = pyro.infer.JitTrace_ELBO if jit else pyro.infer.Trace_ELBO
+    L = options.particles
+    kwargs: dict[str, Any] = {"ignore_jit_warnings": True} if jit else {}
+    return cls(num_particles=L, vectorize_particles=L > 1, max_plate_nesting=1, **kwargs)
+
+
+def pyro_optimizer(options: SVIOptions, params: Sequence[Any]) -> Any:
+    """One torch optimizer over every param tensor (not Pyro's one optimizer per param)."""
+    import torch
+
+    cls = torch.optim.Adam if options.optimizer == "adam" else torch.optim.Adagrad
+    return cls(list(params), lr=options.lr)
+
+
+def pyro_step(elbo: Any, model: Callable[..., None], guide: Callable[..., None],
+              optimizer: Any) -> Callable[..., Any]:
+    """``step(*batch) -> loss``: Pyro's differentiable ELBO loss, backward, optimizer step.
+
+    Pyro's own ``SVI.step`` does the same with a per-param optimizer wrapper and a second
+    trace to collect the params; this is the faster route measured in ``benchmarks/vae.py``.
+    Run it under ``pyro.validation_enabled(False)`` for speed.
+    """
+
+    def step(*batch: Any) -> Any:
+        loss = elbo.differentiable_loss(model, guide, *batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
 def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
                  saved, header, meta, eval_hide, export):
     import pyro
@@ -331,10 +409,18 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
         return tuple(None if a is None else torch.as_tensor(a) for a in batch)
 
     pyro.clear_param_store()
-    elbo_cls = pyro.infer.TraceMeanField_ELBO if options.elbo == "meanfield" else \
-        pyro.infer.Trace_ELBO
-    L = options.particles
-    elbo = elbo_cls(num_particles=L, vectorize_particles=L > 1, max_plate_nesting=1)
+    elbo = pyro_elbo(options)
+    eval_elbo = pyro_elbo(options, jit=False)
+
+    def step_args(batch: Batch) -> Batch:
+        args = list(tensors(batch))
+        if options.jit:  # compiled functions take tensors only: drop trailing Nones
+            while args and args[-1] is None:
+                args.pop()
+            check(all(a is not None for a in args),
+                  "the compiled Pyro ELBO needs tensor inputs, got None in the middle of the "
+                  "batch: pass jit=False (--no-jit)")
+        return tuple(args)
     train_model = functools.partial(model, n_data=N)
     train_guide = functools.partial(guide, n_data=N)
     eval_model = poutine.block(functools.partial(model, n_data=None), hide=list(eval_hide))
@@ -348,8 +434,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
         named = dict(store.named_parameters())  # unconstrained leaf tensors
         names = sorted(named)
         params = [named[n] for n in names]
-        opt_cls = torch.optim.Adam if options.optimizer == "adam" else torch.optim.Adagrad
-        optimizer = opt_cls(params, lr=options.lr)
+        optimizer = pyro_optimizer(options, params)
         start = 0
         if saved is not None and header is not None:
             check(header.get("param_names") == names,
@@ -365,12 +450,20 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             start = int(header["epoch"])
         history = _new_history(eval_sets, header)
 
-        def step(batch: Batch) -> float:
-            loss = elbo.differentiable_loss(train_model, train_guide, *tensors(batch))
+        one_step = pyro_step(elbo, train_model, train_guide, optimizer)
+        if options.jit:
+            # The TorchScript profiling executor runs the first calls unoptimized and then
+            # switches to a fused graph with slightly different rounding. Warm it up before
+            # any real step (gradients discarded, params untouched), so that a fresh run and
+            # a resumed one take every step on the same graph and end bit-identical.
+            for _ in range(3):
+                elbo.differentiable_loss(train_model, train_guide,
+                                         *step_args(_take(data, slice(0, len(first[0]))))
+                                         ).backward()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.item()
+
+        def step(batch: Batch) -> float:
+            return one_step(*step_args(batch)).item()
 
         def begin_epoch(epoch: int) -> None:
             torch.manual_seed(_epoch_seed(options.seed, epoch, 1))
@@ -383,8 +476,8 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                 n = _n_rows(arrays, name)
                 total = 0.0
                 for i in range(0, n, B):
-                    total += elbo.loss(eval_model, eval_guide, *tensors(_take(arrays,
-                                                                              slice(i, i + B))))
+                    total += eval_elbo.loss(eval_model, eval_guide,
+                                            *tensors(_take(arrays, slice(i, i + B))))
                 scores[name] = -total / n
             return scores
 
@@ -411,26 +504,33 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
 
 # ------------------------------------------------------------------------------ NumPyro
 
-def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
-                    saved, header, meta, eval_hide, export):
-    import jax
-    import jax.numpy as jnp
+def numpyro_svi(model: Callable[..., None], guide: Callable[..., None],
+                options: SVIOptions) -> Any:
+    """NumPyro ``SVI`` with the ELBO and the optax optimizer of ``options``."""
     import optax
-    from numpyro import handlers
     from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
     from numpyro.optim import optax_to_numpyro
 
     elbo_cls = TraceMeanField_ELBO if options.elbo == "meanfield" else Trace_ELBO
-    elbo = elbo_cls(num_particles=options.particles)
     if options.optimizer == "adam":
         tx = optax.adam(options.lr)
     else:  # torch's Adagrad defaults: no initial accumulator, eps 1e-10
         tx = optax.adagrad(options.lr, initial_accumulator_value=0.0, eps=1e-10)
+    return SVI(model, guide, optax_to_numpyro(tx), elbo_cls(num_particles=options.particles))
+
+
+def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
+                    saved, header, meta, eval_hide, export):
+    import jax
+    import jax.numpy as jnp
+    from numpyro import handlers
+
     train_model = functools.partial(model, n_data=N)
     train_guide = functools.partial(guide, n_data=N)
     eval_model = handlers.block(functools.partial(model, n_data=None), hide=list(eval_hide))
     eval_guide = functools.partial(guide, n_data=None)
-    svi = SVI(train_model, train_guide, optax_to_numpyro(tx), elbo)
+    svi = numpyro_svi(train_model, train_guide, options)
+    elbo = svi.loss
 
     def jarr(batch: Batch) -> Batch:
         return tuple(None if a is None else jnp.asarray(a) for a in batch)

@@ -194,7 +194,7 @@ def _train(args: argparse.Namespace) -> int:
     config = _config(args, data)
     options = SVIOptions(backend=args.backend, elbo=args.elbo, particles=args.particles,
                          optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
-                         batch_size=args.batch_size, seed=args.seed)
+                         batch_size=args.batch_size, seed=args.seed, jit=not args.no_jit)
     mod = backend_module(args.backend)
     vae = mod.build(config, seed=args.seed)
     run_meta = {"dataset": args.dataset, "binarize": data.binarize, "n_train": args.n_train,
@@ -434,6 +434,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "1 is the paper's N(0, I); 0 (default) is none")
     t.add_argument("--init-std", type=float, default=0.0,
                    help="initial weights ~ N(0, s²) (the paper: 0.01); 0: fan-in uniform")
+    t.add_argument("--no-jit", action="store_true",
+                   help="pyro: do not compile the ELBO with TorchScript (slower; for models "
+                        "with dynamic structure)")
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     t.add_argument("--n-test", type=int, default=None, help="use the first N test images")
     t.add_argument("--resume", action="store_true",
