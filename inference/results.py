@@ -24,7 +24,8 @@ class PosteriorResult(NamedTuple):
     log_evidence: float
     """``log Σ_z p̃(z, x)`` in nats for the exact method (see :mod:`inference.exact`), or NaN."""
     history: np.ndarray
-    """(iterations + 1,) float64: the objective at the start and after each iteration."""
+    """(iterations + 1,) float64: the objective at the start and after each iteration
+    (one value, ``log_evidence``, for the exact method)."""
     history_label: str
     """What ``history`` holds, e.g. ``"ELBO (nats)"``."""
     iterations: int
