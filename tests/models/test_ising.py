@@ -153,7 +153,8 @@ def pyro_log_density(fn, z, observed, couplings, noise):
     data = {} if z is None else {"z": torch.as_tensor(z)}
     tr = poutine.trace(poutine.condition(fn, data=data)).get_trace(
         torch.as_tensor(observed), couplings, noise)
-    return float(tr.log_prob_sum().detach()), [n for n in tr.nodes if n not in ("_INPUT", "_RETURN")]
+    sites = [n for n in tr.nodes if n not in ("_INPUT", "_RETURN")]
+    return float(tr.log_prob_sum().detach()), sites
 
 
 def numpyro_log_density(fn, z, observed, couplings, noise, params=None):
@@ -229,3 +230,14 @@ def test_spin_distribution_is_normalized_and_samples_its_mean(backend):
     assert set(np.unique(s)) <= {-1.0, 1.0}
     np.testing.assert_allclose(s.mean(0), np.tanh(a / 2), atol=0.03)
     np.testing.assert_allclose(np.asarray(d.mean), np.tanh(a / 2), rtol=1e-6)
+
+
+def test_backends_expose_the_same_names_and_signatures():
+    import inspect
+
+    from models.ising import numpyro_model, pyro_model
+
+    for name in ("model", "guide", "likelihood", "local_field", "Spin"):
+        a, b = getattr(pyro_model, name), getattr(numpyro_model, name)
+        params = [p.name for p in inspect.signature(a).parameters.values()]
+        assert params == [p.name for p in inspect.signature(b).parameters.values()], name
