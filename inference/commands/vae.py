@@ -36,6 +36,9 @@ from models.vae.config import (
 from models.vae.evaluate import elbo_b, masked_log_likelihood
 
 CHECKPOINT = "checkpoint.npz"
+#: ``--epochs`` when not given: small datasets need many passes for the same step count.
+DEFAULT_EPOCHS = {"digits": 500, "frey-face": 500}
+DEFAULT_EPOCHS_OTHER = 50
 BINARIZE = ("auto", "dynamic", "static", "none")
 
 
@@ -178,7 +181,8 @@ def _decoder(args: argparse.Namespace) -> str:
     return "gaussian" if args.dataset == "frey-face" else "bernoulli"
 
 
-def _train(args: argparse.Namespace) -> int:
+def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
+    """Everything ``vae train`` does; returns the metrics written to ``metrics.json``."""
     check(args.latent > 0, f"--latent must be > 0, got {args.latent}: pass a positive latent "
                            "size such as 2, 10 or 20")
     out = out_dir(args.out)
@@ -189,6 +193,8 @@ def _train(args: argparse.Namespace) -> int:
         check(not ckpt.exists(), f"{out} already holds a {CHECKPOINT}: pass --resume to "
                                  "continue it, or choose another --out")
     args.decoder = _decoder(args)
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS.get(args.dataset, DEFAULT_EPOCHS_OTHER)
     data = load_run_data(args.dataset, args.data_dir, args.decoder, args.binarize,
                          args.n_train, args.n_test, args.seed)
     config = _config(args, data)
@@ -224,6 +230,8 @@ def _train(args: argparse.Namespace) -> int:
     check(metrics["n_params"] == result.n_params, "internal error: parameter count mismatch")
     write_metrics(out, metrics)
     figures = train_figures(out, mod, trained, data, h, args)
+    if not verbose:
+        return metrics
     print(f"varbayes vae train: {args.dataset}, {args.backend} {args.elbo} ELBO, "
           f"{config.x_dim}-{'-'.join(map(str, config.hidden))}-{config.z_dim}, "
           f"{result.epochs} epochs ({result.start_epoch} resumed), "
@@ -231,7 +239,31 @@ def _train(args: argparse.Namespace) -> int:
     print(f"  test ELBO {metrics['test_elbo']:.3f} nats/datapoint (best "
           f"{metrics['best_test_elbo']:.3f}), train ELBO {metrics['train_elbo']:.3f}")
     print(f"  wrote {out / 'metrics.json'}, {ckpt.name}, {', '.join(figures)}")
+    return metrics
+
+
+def _train(args: argparse.Namespace) -> int:
+    train_run(args)
     return 0
+
+
+def demo_part(out: Path, seed: int, quick: bool) -> dict[str, float]:
+    """The ``vae`` part of ``varbayes demo``: a 2-D latent VAE on the embedded digits."""
+    from inference.cli import build_parser
+
+    epochs = "20" if quick else "300"
+    args = build_parser().parse_args(["vae", "train", "--dataset", "digits", "--latent", "2",
+                                      "--epochs", epochs, "--seed", str(seed),
+                                      "--out", str(out), "--quiet"])
+    (out / CHECKPOINT).unlink(missing_ok=True)  # the demo always starts afresh
+    m = train_run(args, verbose=False)
+    return {k: float(m[k]) for k in ("test_elbo", "best_test_elbo", "train_elbo", "epochs",
+                                     "seconds_per_epoch")}
+
+
+def _ink(vae: Any) -> bool:
+    """Draw 1 as dark ink for binary-like data; grey images (Gaussian decoder) as they are."""
+    return vae.config.decoder == "bernoulli"
 
 
 def train_figures(out: Path, mod: ModuleType, vae: Any, data: RunData,
@@ -255,7 +287,8 @@ def reconstruction_figure(out: Path, mod: ModuleType, vae: Any, data: RunData, n
                       else data.y_test[:n])
     mu, _ = mod.encode(vae, x, c)
     save_figure(plots.reconstructions(x, mod.decode(vae, mu, c), data.image_shape,
-                                      f"test images and reconstructions: {title}"),
+                                      f"test images and reconstructions: {title}",
+                                      invert=_ink(vae)),
                 out / "reconstructions.png")
     return ["reconstructions.png"]
 
@@ -284,7 +317,8 @@ def sample_figure(out: Path, mod: ModuleType, vae: Any, data: RunData, n: int, s
     images, rows = prior_samples(mod, vae, data, n, np.random.default_rng(seed))
     ncol = len(images) // len(rows) if rows else int(np.ceil(np.sqrt(len(images))))
     save_figure(plots.image_grid(images, data.image_shape, ncol,
-                                 f"E[x|z], z ~ p(z): {title}", row_labels=rows),
+                                 f"E[x|z], z ~ p(z): {title}", row_labels=rows,
+                                 invert=_ink(vae)),
                 out / "samples.png")
     np.save(out / "samples.npy", images.astype(np.float32))
     return ["samples.png"]
@@ -298,7 +332,8 @@ def latent_figures(out: Path, mod: ModuleType, vae: Any, data: RunData,
     z1, z2 = np.meshgrid(g, g[::-1])  # columns: z₁ rising; rows: z₂ falling
     z = np.stack([z1, z2], -1).reshape(-1, 2)
     save_figure(plots.manifold(mod.decode(vae, z), data.image_shape,
-                               f"decoded manifold: {title}"), out / "manifold.png")
+                               f"decoded manifold: {title}", invert=_ink(vae)),
+                out / "manifold.png")
     mu, _ = mod.encode(vae, data.x_test)
     save_figure(plots.latent_scatter(mu, data.y_test, f"test-set μ(x): {title}"),
                 out / "latent_means.png")
@@ -371,7 +406,8 @@ def _inpaint(args: argparse.Namespace) -> int:
     masked[:, hidden] = 0.5
     save_figure(plots.inpainting(x[:n], masked, res.filled[:n], res.samples[:, :n],
                                  data.image_shape,
-                                 f"inpainting the {cfg.mask} half: {_run_title(run)}"),
+                                 f"inpainting the {cfg.mask} half: {_run_title(run)}",
+                                 invert=_ink(run.vae)),
                 out / "inpainting.png")
     metrics = {"masked_log_likelihood": float(res.log_lik.mean()),
                "masked_log_likelihood_stderr": float(res.log_lik.std(ddof=1)
@@ -424,7 +460,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="condition on the class label or on the visible part of the image")
     t.add_argument("--mask", default="lower", choices=MASKS,
                    help="hidden half for --conditional observed (default lower)")
-    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the data (default {DEFAULT_EPOCHS_OTHER}; "
+                        + ", ".join(f"{v} for {k}" for k, v in DEFAULT_EPOCHS.items()) + ")")
     t.add_argument("--batch-size", type=int, default=100, metavar="M")
     t.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     t.add_argument("--lr", type=float, default=1e-3)

@@ -23,11 +23,11 @@ def _plt() -> Any:
 
 
 def tile(images: np.ndarray, image_shape: Sequence[int], ncol: int) -> np.ndarray:
-    """Tile (N, D) images into one (rows·H, ncol·W) array with a 1-pixel gap (value 1)."""
+    """Tile (N, D) images into one (rows·H, ncol·W) array with a 1-pixel gap (value 0.3)."""
     H, W = image_shape
     n = len(images)
     nrow = -(-n // ncol)
-    canvas = np.ones((nrow * (H + 1) - 1, ncol * (W + 1) - 1), dtype=np.float32)
+    canvas = np.full((nrow * (H + 1) - 1, ncol * (W + 1) - 1), 0.3, dtype=np.float32)
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         canvas[r * (H + 1): r * (H + 1) + H, c * (W + 1): c * (W + 1) + W] = \
@@ -36,13 +36,14 @@ def tile(images: np.ndarray, image_shape: Sequence[int], ncol: int) -> np.ndarra
 
 
 def image_grid(images: np.ndarray, image_shape: Sequence[int], ncol: int, title: str,
-               row_labels: Sequence[str] | None = None) -> Any:
-    """A grid of (N, D) images with values in [0, 1] (dark = 1)."""
+               row_labels: Sequence[str] | None = None, invert: bool = True) -> Any:
+    """A grid of (N, D) images with values in [0, 1]; ``invert``: ink (1) drawn dark."""
     plt = _plt()
     canvas = tile(np.clip(images, 0, 1), image_shape, ncol)
     aspect = canvas.shape[0] / canvas.shape[1]
     fig, ax = plt.subplots(figsize=(min(10, 0.6 * ncol + 1), min(10, (0.6 * ncol + 1) * aspect)))
-    ax.imshow(1 - canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(1 - canvas if invert else canvas, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
     ax.set_xticks([])
     if row_labels is not None:
         H = image_shape[0]
@@ -79,20 +80,21 @@ def elbo_curves(history: Mapping[str, Sequence[float]], title: str) -> Any:
 
 
 def reconstructions(x: np.ndarray, recon: np.ndarray, image_shape: Sequence[int],
-                    title: str) -> Any:
+                    title: str, invert: bool = True) -> Any:
     """Test images (top row of each pair) and their reconstructions E[x|z=μ(x)] (below)."""
     n = len(x)
     ncol = min(n, 16)
     rows = []
     for start in range(0, n, ncol):
         rows += [x[start:start + ncol], recon[start:start + ncol]]
-    return image_grid(np.concatenate(rows), image_shape, ncol, title)
+    return image_grid(np.concatenate(rows), image_shape, ncol, title, invert=invert)
 
 
-def manifold(decoded: np.ndarray, image_shape: Sequence[int], title: str) -> Any:
+def manifold(decoded: np.ndarray, image_shape: Sequence[int], title: str,
+             invert: bool = True) -> Any:
     """The decoded means over a square grid of 2-D latent values (n², D), row-major."""
     n = math.isqrt(len(decoded))
-    return image_grid(decoded, image_shape, n, title)
+    return image_grid(decoded, image_shape, n, title, invert=invert)
 
 
 def latent_scatter(mu: np.ndarray, labels: np.ndarray | None, title: str) -> Any:
@@ -111,10 +113,11 @@ def latent_scatter(mu: np.ndarray, labels: np.ndarray | None, title: str) -> Any
 
 
 def inpainting(original: np.ndarray, masked: np.ndarray, filled: np.ndarray,
-               samples: np.ndarray, image_shape: Sequence[int], title: str) -> Any:
+               samples: np.ndarray, image_shape: Sequence[int], title: str,
+               invert: bool = True) -> Any:
     """Rows: originals, inputs with the hidden region grey, the mean fill, sampled fills."""
     ncol = len(original)
     stack = np.concatenate([original, masked, filled, *samples])
     labels = ["original", "observed", "mean fill"] + [f"sample {i + 1}"
                                                       for i in range(len(samples))]
-    return image_grid(stack, image_shape, ncol, title, row_labels=labels)
+    return image_grid(stack, image_shape, ncol, title, row_labels=labels, invert=invert)
