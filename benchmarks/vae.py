@@ -115,9 +115,12 @@ def torch_routes(x_np: np.ndarray, steps: int, n_data: int) -> dict[str, object]
         "pyro_nojit": lambda: ours(pyro_elbo(SVIOptions(backend="pyro"), jit=False)),
         "pyro_svi_stock": lambda: stock(pyro.infer.TraceMeanField_ELBO(), True),
         "pyro_svi_novalidate": lambda: stock(pyro.infer.TraceMeanField_ELBO(), False),
-        "pyro_svi_jit_trace": lambda: stock(pyro.infer.JitTrace_ELBO(), False),
-        "pyro_svi_jit_meanfield": lambda: stock(pyro.infer.JitTraceMeanField_ELBO(), False),
-        "pyro_svi_jit_meanfield_fixed": lambda: stock(jit_trace_meanfield_elbo(), False),
+        "pyro_svi_jit_trace": lambda: stock(pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True),
+                                            False),
+        "pyro_svi_jit_meanfield": lambda: stock(
+            pyro.infer.JitTraceMeanField_ELBO(ignore_jit_warnings=True), False),
+        "pyro_svi_jit_meanfield_fixed": lambda: stock(
+            jit_trace_meanfield_elbo(ignore_jit_warnings=True), False),
     }
     for name, build in builders.items():
         run = build()
