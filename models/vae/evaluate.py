@@ -4,6 +4,7 @@ backend modules share (``encode``, ``decode``, ``log_likelihood``).
 - :func:`elbo_b`: the per-datapoint ELBO with the analytic KL (estimator B of the paper).
 - :func:`masked_log_likelihood`: log p(x_hidden | c) of a CVAE conditioned on the visible
   part of an image, by importance sampling with q(z|x, c) as the proposal.
+- :func:`gradient_variance`: how noisy estimators A and B are (NumPyro VAE).
 """
 
 from __future__ import annotations
@@ -73,3 +74,39 @@ def masked_log_likelihood(mod: ModuleType, vae: Any, x: np.ndarray, c: np.ndarra
     samples = np.repeat(filled[None], n_samples, axis=0)
     samples[:, :, hidden] = means[:n_samples][:, :, hidden]
     return Inpainting(log_lik, filled, samples, ess)
+
+
+def gradient_variance(vae: Any, x: np.ndarray, c: np.ndarray | None, elbo: str,
+                      n_draws: int = 256, seed: int = 0) -> tuple[float, float]:
+    """Total variance of the one-sample ELBO gradient over all parameters (NumPyro VAE).
+
+    Returns ``(trace of the gradient covariance, squared norm of the mean gradient)`` over
+    ``n_draws`` independent noise draws, for ``elbo="trace"`` (estimator A) or
+    ``"meanfield"`` (estimator B), with the data plate unscaled (sum over ``x``).
+    """
+    import functools
+
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+    from models.vae import numpyro_model as nm
+
+    est = TraceMeanField_ELBO() if elbo == "meanfield" else Trace_ELBO()
+    params = {"encoder$params": eqx.filter(vae.encoder, eqx.is_inexact_array),
+              "decoder$params": eqx.filter(vae.decoder, eqx.is_inexact_array)}
+    model = functools.partial(nm.model, vae)
+    guide = functools.partial(nm.guide, vae)
+    xj = jnp.asarray(x)
+    cj = None if c is None else jnp.asarray(c)
+
+    def grad(key: jax.Array) -> jax.Array:
+        g = jax.grad(lambda p: est.loss(key, p, model, guide, xj, cj))(params)
+        return jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(g)])
+
+    with numpyro.validation_enabled(False):
+        grads = jax.lax.map(grad, jax.random.split(jax.random.PRNGKey(seed), n_draws))
+    grads = np.asarray(grads, dtype=np.float64)
+    return float(grads.var(axis=0, ddof=1).sum()), float((grads.mean(0) ** 2).sum())
