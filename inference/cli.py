@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "inference.commands.data",
     "inference.commands.ising",
     "inference.commands.vae",
+    "inference.commands.evidence",
 )
 
 
