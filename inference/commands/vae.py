@@ -185,6 +185,11 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
     """Everything ``vae train`` does; returns the metrics written to ``metrics.json``."""
     check(args.latent > 0, f"--latent must be > 0, got {args.latent}: pass a positive latent "
                            "size such as 2, 10 or 20")
+    if args.torch_threads is not None:
+        check(args.torch_threads >= 1, f"--torch-threads must be >= 1, got {args.torch_threads}")
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     out = out_dir(args.out)
     ckpt = out / CHECKPOINT
     if args.resume:
@@ -472,6 +477,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "1 is the paper's N(0, I); 0 (default) is none")
     t.add_argument("--init-std", type=float, default=0.0,
                    help="initial weights ~ N(0, s²) (the paper: 0.01); 0: fan-in uniform")
+    t.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                   help="pyro: torch intra-op threads (default: torch's choice). Use 1 on a "
+                        "busy machine: with more threads than free cores torch steps can be "
+                        "tens of times slower")
     t.add_argument("--no-jit", action="store_true",
                    help="pyro: do not compile the ELBO with TorchScript (slower; for models "
                         "with dynamic structure)")

@@ -192,7 +192,8 @@ def test_fixed_jit_meanfield_elbo_compiles_once():
         assert elbo._differentiable_loss is compiled
         assert len(compiled.compiled) == 1
         torch.manual_seed(3)
-        jitted = float(elbo.differentiable_loss(model, guide, x))
+        jitted = float(elbo.differentiable_loss(model, guide, x).detach())
         torch.manual_seed(3)
-        plain = float(pyro.infer.TraceMeanField_ELBO().differentiable_loss(model, guide, x))
+        plain = float(pyro.infer.TraceMeanField_ELBO().differentiable_loss(model, guide, x)
+                      .detach())
     assert jitted == pytest.approx(plain, rel=1e-5)
