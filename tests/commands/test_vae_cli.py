@@ -133,6 +133,8 @@ def test_corrupt_checkpoint_and_missing_run(latent2_run, tmp_path, capsys):
     (["--epochs", "0"], "--epochs"),
     (["--lr", "-1"], "--lr"),
     (["--decoder", "gaussian", "--binarize", "dynamic"], "Gaussian decoder"),
+    (["--torch-threads", "0"], "--torch-threads"),
+    (["--n-train", "0"], "--n-train"),
 ])
 def test_bad_input_one_line(argv, match, tmp_path, capsys):
     err = _error(["vae", "train", "--out", str(tmp_path / "x"), *TINY, *argv], capsys)
