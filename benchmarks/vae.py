@@ -27,19 +27,28 @@ import os
 import numpy as np
 
 from benchmarks._timing import interleaved_medians
+from models.vae.config import VAEConfig
 
 X_DIM, HIDDEN, Z_DIM, BATCH = 784, 400, 20, 128
+#: ``--quick``: a tiny network, only to check the plumbing.
+QUICK_HIDDEN, QUICK_Z = 16, 2
 
 
-def _batch(seed: int = 0) -> np.ndarray:
+def _batch(seed: int = 0, batch: int = BATCH) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.random((BATCH, X_DIM)) < 0.13).astype(np.float32)
+    return (rng.random((batch, X_DIM)) < 0.13).astype(np.float32)
+
+
+def _config(quick: bool) -> VAEConfig:
+    if quick:
+        return VAEConfig(x_dim=X_DIM, z_dim=QUICK_Z, hidden=(QUICK_HIDDEN,))
+    return VAEConfig(x_dim=X_DIM, z_dim=Z_DIM, hidden=(HIDDEN,))
 
 
 # ------------------------------------------------------------------------- torch routes
 
 def torch_routes(x_np: np.ndarray, steps: int, n_data: int,
-                 names: tuple[str, ...] | None = None) -> dict[str, object]:
+                 names: tuple[str, ...] | None = None, quick: bool = False) -> dict[str, object]:
     """Hand-written torch and the Pyro variants (``names``; default all), each a
     ``() -> None`` running ``steps`` steps."""
     import pyro
@@ -54,12 +63,12 @@ def torch_routes(x_np: np.ndarray, steps: int, n_data: int,
         pyro_step,
     )
     from models.vae import pyro_model as pm
-    from models.vae.config import VAEConfig, init_weights
+    from models.vae.config import init_weights
 
-    cfg = VAEConfig(x_dim=X_DIM, z_dim=Z_DIM, hidden=(HIDDEN,))
+    cfg = _config(quick)
     weights = init_weights(cfg, 0)
     x = torch.as_tensor(x_np)
-    scale = n_data / BATCH
+    scale = n_data / len(x_np)
 
     # hand-written: the same modules, the loss written out
     enc_h, dec_h = pm.build(cfg, weights)[1:]
@@ -146,7 +155,8 @@ def torch_routes(x_np: np.ndarray, steps: int, n_data: int,
 
 # --------------------------------------------------------------------------- JAX routes
 
-def jax_routes(x_np: np.ndarray, steps: int, n_data: int) -> dict[str, object]:
+def jax_routes(x_np: np.ndarray, steps: int, n_data: int,
+               quick: bool = False) -> dict[str, object]:
     """Hand-written JAX (jit + optax) and our NumPyro SVI update, each running ``steps``."""
     import equinox as eqx
     import jax
@@ -155,12 +165,12 @@ def jax_routes(x_np: np.ndarray, steps: int, n_data: int) -> dict[str, object]:
 
     from inference.svi import SVIOptions, numpyro_svi
     from models.vae import numpyro_model as nm
-    from models.vae.config import VAEConfig, init_weights
+    from models.vae.config import init_weights
 
-    cfg = VAEConfig(x_dim=X_DIM, z_dim=Z_DIM, hidden=(HIDDEN,))
+    cfg = _config(quick)
     weights = init_weights(cfg, 0)
     x = jnp.asarray(x_np)
-    scale = n_data / BATCH
+    scale = n_data / len(x_np)
     vae = nm.build(cfg, weights)
 
     # copies: the donated step deletes its inputs, and these must not be vae's own arrays
@@ -214,14 +224,15 @@ def run(quick: bool) -> dict[str, float]:
     import torch
 
     steps, repeats = (3, 3) if quick else (25, 15)
-    x = _batch()
+    x = _batch(batch=16 if quick else BATCH)
     n_data = 60000
     # Phases in one process, each interleaved on its own: JAX against NumPyro, torch against
     # our Pyro step, then torch against the Pyro variants. Interleaving everything at once
     # made every torch route about 2x slower: nine copies of the model and its optimizer
     # state take turns in the caches, and XLA's threads spin for a while after each call.
-    medians = interleaved_medians(jax_routes(x, steps, n_data), repeats=repeats, warmup=2)
-    medians |= interleaved_medians(torch_routes(x, steps, n_data, ("pyro",)),
+    medians = interleaved_medians(jax_routes(x, steps, n_data, quick), repeats=repeats,
+                                  warmup=2)
+    medians |= interleaved_medians(torch_routes(x, steps, n_data, ("pyro",), quick),
                                    repeats=repeats, warmup=2)
     per_step = {name: t / steps for name, t in medians.items()}
     out: dict[str, float] = {f"{k}_ms_per_step": 1e3 * v for k, v in per_step.items()}
@@ -229,12 +240,12 @@ def run(quick: bool) -> dict[str, float]:
     out["pyro_over_torch"] = per_step["pyro"] / per_step["torch"]
     variants = ("pyro_nojit", "pyro_svi_stock", "pyro_svi_novalidate", "pyro_svi_jit_trace",
                 "pyro_svi_jit_meanfield", "pyro_svi_jit_meanfield_fixed")
-    third = interleaved_medians(torch_routes(x, steps, n_data, variants), repeats=repeats,
-                                warmup=2)
+    third = interleaved_medians(torch_routes(x, steps, n_data, variants, quick),
+                                repeats=repeats, warmup=2)
     for name in variants:  # ratios against the torch loop timed in the same phase
         out[f"{name}_ms_per_step"] = 1e3 * third[name] / steps
         out[f"{name}_over_torch"] = third[name] / third["torch"]
-    out["numpyro_seconds_per_mnist_epoch"] = per_step["numpyro"] * (n_data // BATCH)
-    out["pyro_seconds_per_mnist_epoch"] = per_step["pyro"] * (n_data // BATCH)
+    out["numpyro_seconds_per_mnist_epoch"] = per_step["numpyro"] * (n_data // len(x))
+    out["pyro_seconds_per_mnist_epoch"] = per_step["pyro"] * (n_data // len(x))
     out["torch_threads"] = float(torch.get_num_threads())
     return out
