@@ -389,6 +389,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _inpaint(args: argparse.Namespace) -> int:
     check(args.n >= 1, f"--n must be >= 1, got {args.n}")
     check(args.k >= 1, f"--k must be >= 1, got {args.k}")
+    check(args.n_eval >= 1, f"--n-eval must be >= 1, got {args.n_eval}")
     run = load_run(args.run_dir, args.data_dir)
     cfg, data = run.vae.config, run.data
     check(cfg.condition == "observed",

@@ -150,6 +150,8 @@ def test_label_cvae_and_inpaint(tmp_path, capsys):
     assert np.load(tmp_path / "ls" / "samples.npy").shape == (20, 64)  # 2 per class
     assert "--conditional observed" in _error(["vae", "inpaint", str(lab), "--out",
                                                 str(tmp_path / "li")], capsys)
+    assert "--k must be >= 1" in _error(["vae", "inpaint", str(lab), "--k", "0", "--out",
+                                         str(tmp_path / "li")], capsys)
     obs = tmp_path / "obs"
     assert main(["vae", "train", "--conditional", "observed", "--mask", "lower", "--epochs",
                  "2", "--out", str(obs), *TINY]) == 0
