@@ -75,3 +75,22 @@ def test_bad_input_one_line(runs, argv, match, tmp_path, capsys):
 def test_run_without_checkpoint(tmp_path, capsys):
     assert main(["evidence", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no checkpoint.npz" in capsys.readouterr().err
+
+
+def test_quadrature_agrees_with_importance_sampling(runs, tmp_path):
+    out = tmp_path / "q"
+    assert main(["evidence", str(runs["pyro"]), "--estimators", "elbo,is,quadrature", "--k",
+                 "2000", "--n-data", "20", "--quiet", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["elbo"] < m["quadrature"] and m["quadrature_refinement_max"] < 1e-3
+    assert abs(m["is"] - m["quadrature"]) < 0.05
+
+
+def test_quadrature_refuses_large_latents(tmp_path, capsys):
+    run = tmp_path / "k3"
+    assert main(["vae", "train", "--epochs", "1", "--out", str(run), *TINY[:-3], "--latent",
+                 "3", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evidence", str(run), "--estimators", "quadrature", "--k", "2",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "quadrature needs latent size <= 2, but this run has 3" in capsys.readouterr().err
