@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from inference import datasets
+from inference.commands.evidence import demo_part as evidence_demo_part
 from inference.commands.ising import demo_part as ising_demo_part
 from inference.commands.vae import demo_part as vae_demo_part
 from inference.errors import VarbayesError
@@ -57,7 +58,8 @@ def data_part(out: Path, seed: int, quick: bool) -> dict[str, float]:
 
 #: The demo's parts, in the order they run.
 PARTS: dict[str, Callable[[Path, int, bool], dict[str, float]]] = {
-    "data": data_part, "ising": ising_demo_part, "vae": vae_demo_part}
+    "data": data_part, "ising": ising_demo_part, "vae": vae_demo_part,
+    "evidence": evidence_demo_part}
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict[str, float]:

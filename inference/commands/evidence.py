@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -79,7 +80,7 @@ def _vae_quadrature(run: Any, batches: list[evidence.Batch]) -> evidence.Quadrat
                                      np.concatenate([q.refinement for q in parts]), secs)
 
 
-def _evidence(args: argparse.Namespace) -> int:
+def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
     from inference.commands.vae import load_run
 
     names = [s.strip() for s in args.estimators.split(",") if s.strip()]
@@ -133,8 +134,26 @@ def _evidence(args: argparse.Namespace) -> int:
         lines.append(f"  Pareto k̂ > 0.7 for {100 * metrics['is_khat_frac_above_0_7']:.1f}% "
                      f"of datapoints; mean ESS {metrics['is_ess_mean']:.1f} of {args.k}")
     lines.append(f"-> {out}")
-    print("\n".join(lines))
+    if verbose:
+        print("\n".join(lines))
     return 0
+
+
+def demo_part(out: Path, seed: int, quick: bool) -> dict[str, float]:
+    """The ``evidence`` part of ``varbayes demo``: ELBO, IS and quadrature on the demo's VAE.
+
+    Runs after the ``vae`` part, whose run folder is ``out/../vae``.
+    """
+    from inference.cli import build_parser
+
+    k, n = ("200", "60") if quick else ("2000", "360")
+    args = build_parser().parse_args(["evidence", str(out.parent / "vae"), "--estimators",
+                                      "elbo,is,quadrature", "--k", k, "--n-data", n,
+                                      "--seed", str(seed), "--out", str(out), "--quiet"])
+    _evidence(args, verbose=False)
+    m = json.loads((out / "metrics.json").read_text())
+    return {key: float(m[key]) for key in ("elbo", "is", "quadrature", "is_seconds",
+                                           "quadrature_seconds", "n_data", "k")}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
