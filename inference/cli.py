@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from inference.errors import VarbayesError
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``varbayes`` console script; returns the exit status."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # arviz 0.23 announces its coming 1.0 refactor on import; not news for our users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
     parser = build_parser()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))

@@ -81,9 +81,13 @@ def resolve_binarize(binarize: str, decoder: str, binary: bool) -> str:
 
 
 def load_run_data(dataset: str, data_dir: str | None, decoder: str, binarize: str,
-                  n_train: int | None, n_test: int | None, seed: int) -> RunData:
-    """Load, subset, check and (for ``static``) binarize a dataset for one run."""
-    d = datasets.load(dataset, data_dir)
+                  n_train: int | None, n_test: int | None, seed: int,
+                  download: bool = False) -> RunData:
+    """Load, subset, check and (for ``static``) binarize a dataset for one run.
+
+    ``download`` fetches missing files from the canonical source first (verified).
+    """
+    d = datasets.load(dataset, data_dir, download=download)
     for flag, n in (("--n-train", n_train), ("--n-test", n_test)):
         check(n is None or n >= 1, f"{flag} must be >= 1, got {n}")
     x_tr, x_te = d.x_train[:n_train], d.x_test[:n_test]
@@ -201,7 +205,8 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
     if args.epochs is None:
         args.epochs = DEFAULT_EPOCHS.get(args.dataset, DEFAULT_EPOCHS_OTHER)
     data = load_run_data(args.dataset, args.data_dir, args.decoder, args.binarize,
-                         args.n_train, args.n_test, args.seed)
+                         args.n_train, args.n_test, args.seed,
+                         download=getattr(args, "download", False))
     config = _config(args, data)
     options = SVIOptions(backend=args.backend, elbo=args.elbo, particles=args.particles,
                          optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
@@ -490,7 +495,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out (same options) up to --epochs")
     add_common(t)
-    add_data_dir(t)
+    add_data_dir(t, download=True)
     t.set_defaults(func=_train)
 
     for name, func, help_ in (

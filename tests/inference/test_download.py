@@ -112,3 +112,20 @@ def test_load_with_download_fetches_missing_files(server, shared_data, tmp_path,
         datasets.load("mnist", data_dir=tmp_path)
     d = datasets.load("mnist", data_dir=tmp_path, download=True)
     assert np.bincount(d.y_test).tolist()[:2] == [980, 1135]
+
+
+def test_vae_train_download_flag(server, shared_data, tmp_path, monkeypatch):
+    """``--download`` on a command fetches the missing files before loading."""
+    from inference.cli import main
+
+    url, root = server
+    shutil.copytree(shared_data / "mnist", root / "mnist")
+    src = datafiles.SOURCES["mnist"]
+    local = tuple(f._replace(urls=(f"{url}/mnist/{f.name}",)) for f in src.files)
+    monkeypatch.setitem(datafiles.SOURCES, "mnist", src._replace(files=local))
+    argv = ["vae", "train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
+            "--n-train", "100", "--n-test", "50", "--epochs", "1", "--hidden", "8",
+            "--latent", "2", "--batch-size", "50", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2  # missing, no --download
+    assert main([*argv, "--download", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
