@@ -102,27 +102,27 @@ def test_content_hashed_sources_download(server, shared_data, tmp_path):
     assert _leftovers(tmp_path / "other" / "frey-face") == []
 
 
-def test_load_with_download_fetches_missing_files(server, shared_data, tmp_path, monkeypatch):
+@pytest.fixture
+def local_mnist_source(server, shared_data, monkeypatch) -> None:
+    """Point the canonical MNIST URLs at the local server, which serves the shared copies."""
     url, root = server
     shutil.copytree(shared_data / "mnist", root / "mnist")
     src = datafiles.SOURCES["mnist"]
     local = tuple(f._replace(urls=(f"{url}/mnist/{f.name}",)) for f in src.files)
     monkeypatch.setitem(datafiles.SOURCES, "mnist", src._replace(files=local))
+
+
+def test_load_with_download_fetches_missing_files(local_mnist_source, tmp_path):
     with pytest.raises(VarbayesError, match="not found"):
         datasets.load("mnist", data_dir=tmp_path)
     d = datasets.load("mnist", data_dir=tmp_path, download=True)
     assert np.bincount(d.y_test).tolist()[:2] == [980, 1135]
 
 
-def test_vae_train_download_flag(server, shared_data, tmp_path, monkeypatch):
+def test_vae_train_download_flag(local_mnist_source, tmp_path):
     """``--download`` on a command fetches the missing files before loading."""
     from inference.cli import main
 
-    url, root = server
-    shutil.copytree(shared_data / "mnist", root / "mnist")
-    src = datafiles.SOURCES["mnist"]
-    local = tuple(f._replace(urls=(f"{url}/mnist/{f.name}",)) for f in src.files)
-    monkeypatch.setitem(datafiles.SOURCES, "mnist", src._replace(files=local))
     argv = ["vae", "train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
             "--n-train", "100", "--n-test", "50", "--epochs", "1", "--hidden", "8",
             "--latent", "2", "--batch-size", "50", "--quiet"]
