@@ -72,6 +72,9 @@ class SVIOptions(NamedTuple):
     """Pyro only: compile the training ELBO (``JitTrace_ELBO``, or the fixed
     ``JitTraceMeanField_ELBO``); the model must have static structure and tensor inputs.
     NumPyro always compiles."""
+    time_limit: float | None = None
+    """Wall-clock budget in seconds: stop after the first epoch that ends past it (the
+    checkpoint is complete, so ``--resume`` can continue). None: run all epochs."""
 
 
 class FitResult(NamedTuple):
@@ -105,6 +108,8 @@ def check_options(options: SVIOptions) -> None:
     check(options.lr > 0 and math.isfinite(options.lr), f"--lr must be > 0, got {options.lr}")
     check(options.epochs >= 1, f"--epochs must be >= 1, got {options.epochs}")
     check(options.batch_size >= 1, f"--batch-size must be >= 1, got {options.batch_size}")
+    check(options.time_limit is None or options.time_limit > 0,
+          f"--time-limit must be > 0, got {options.time_limit}")
     check(options.eval_batch_size >= 1,
           f"eval_batch_size must be >= 1, got {options.eval_batch_size}")
 
@@ -134,6 +139,7 @@ def _options_header(options: SVIOptions) -> dict[str, Any]:
     d = options._asdict()
     d.pop("epochs")
     d.pop("eval_batch_size")
+    d.pop("time_limit")
     if d["backend"] == "numpyro":
         d.pop("jit")
     return d
@@ -285,7 +291,10 @@ def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Tra
                 start: int, history: dict[str, list[float]], step: Callable[[Batch], float],
                 begin_epoch: Callable[[int], None], evaluate: Callable[[int], dict[str, float]],
                 save: Callable[[int, dict[str, list[float]]], None],
-                checkpoint: Path | None, finite: Callable[[list[Any]], int | None]) -> None:
+                checkpoint: Path | None, finite: Callable[[list[Any]], int | None]) -> int:
+    """Run epochs ``start..options.epochs``; return the number of epochs completed."""
+    t_start = time.perf_counter()
+    done = start
     for epoch in range(start, options.epochs):
         rng = _epoch_rng(options.seed, epoch, 0)
         batches = _batches(N, options.batch_size, rng)
@@ -310,6 +319,10 @@ def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Tra
         history["seconds"].append(seconds)
         if checkpoint is not None:
             save(epoch + 1, history)
+        done = epoch + 1
+        if options.time_limit is not None and time.perf_counter() - t_start > options.time_limit:
+            break
+    return done
 
 
 def _new_history(eval_sets: Mapping[str, Any], header: Mapping[str, Any] | None
@@ -495,10 +508,10 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
             return bad[0] if bad else None
 
-        _run_epochs(options, N, data, transform, start, history, step, begin_epoch,
-                    evaluate, save, checkpoint, finite)
+        done = _run_epochs(options, N, data, transform, start, history, step, begin_epoch,
+                           evaluate, save, checkpoint, finite)
     out = {n: p.detach().clone() for n, p in zip(names, params, strict=True)}
-    return FitResult(out, history, max(start, options.epochs), start,
+    return FitResult(out, history, done, start,
                      int(sum(p.numel() for p in params)))
 
 
@@ -597,8 +610,8 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
         bad = np.flatnonzero(~np.isfinite(values))
         return int(bad[0]) if bad.size else None
 
-    _run_epochs(options, N, data, transform, start, history, step, lambda e: None,
-                evaluate, save, checkpoint, finite)
+    done = _run_epochs(options, N, data, transform, start, history, step, lambda e: None,
+                       evaluate, save, checkpoint, finite)
     params = svi.get_params(holder["state"])
     n = int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
-    return FitResult(params, history, max(start, options.epochs), start, n)
+    return FitResult(params, history, done, start, n)

@@ -210,7 +210,8 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
     config = _config(args, data)
     options = SVIOptions(backend=args.backend, elbo=args.elbo, particles=args.particles,
                          optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
-                         batch_size=args.batch_size, seed=args.seed, jit=not args.no_jit)
+                         batch_size=args.batch_size, seed=args.seed, jit=not args.no_jit,
+                         time_limit=None if args.time_limit is None else 60 * args.time_limit)
     mod = backend_module(args.backend)
     vae = mod.build(config, seed=args.seed)
     run_meta = {"dataset": args.dataset, "binarize": data.binarize, "n_train": args.n_train,
@@ -492,6 +493,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with dynamic structure)")
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     t.add_argument("--n-test", type=int, default=None, help="use the first N test images")
+    t.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after the first epoch that ends past this wall-clock budget; "
+                        "the outputs describe the epochs done and --resume can continue")
     t.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out (same options) up to --epochs")
     add_common(t)

@@ -166,7 +166,8 @@ def test_bad_options(digits):
     train, test = digits
     for bad, match in [(dict(epochs=0), "--epochs"), (dict(particles=0), "--particles"),
                        (dict(lr=-1.0), "--lr"), (dict(elbo="renyi"), "--elbo"),
-                       (dict(optimizer="sgd"), "--optimizer")]:
+                       (dict(optimizer="sgd"), "--optimizer"),
+                       (dict(time_limit=0.0), "--time-limit")]:
         with pytest.raises(VarbayesError, match=match):
             _fit("numpyro", train, test, **bad)
 
