@@ -1,0 +1,120 @@
+"""One Markdown report of an SVI-vs-NUTS comparison: tables, gate, gaps, model comparison.
+
+Pure formatting on top of :mod:`inference.diagnostics`: every function takes InferenceData
+or pandas tables and returns Markdown text; :func:`write_report` writes ``report.md`` next
+to its PNG figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.diagnostics import Gate, compare, gate, loo
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(float(v)):
+            return "—"
+        return f"{float(v):.{digits}f}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str], digits: int = 3
+                   ) -> str:
+    """A GitHub-flavoured Markdown table; floats with ``digits`` decimals."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v, digits) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_side_by_side(fits: Mapping[str, Any], var_names: Sequence[str] | None = None
+                         ) -> str:
+    """``az.summary`` of several fits (name -> InferenceData) in one table, row per scalar."""
+    import arviz as az
+
+    cols = ("mean", "sd", "ess_bulk", "r_hat")
+    tables = {name: az.summary(idata, var_names=var_names) for name, idata in fits.items()}
+    index = next(iter(tables.values())).index
+    header = ["variable"] + [f"{name} {c}" for name in tables for c in cols]
+    rows = [[i] + [t.loc[i, c] if i in t.index else float("nan") for t in tables.values()
+                   for c in cols] for i in index]
+    return markdown_table(rows, header)
+
+
+def gate_table(gates: Mapping[str, Gate]) -> str:
+    """Gate pass/fail per fit: r̂ ≤ 1.01, bulk ESS ≥ 400, no divergences."""
+    rows = [[name, "PASS" if g.passed else "FAIL", g.max_rhat, g.min_ess_bulk, g.divergences,
+             ", ".join(g.failing) or "—"] for name, g in gates.items()]
+    return markdown_table(rows, ["fit", "gate", "max r̂", "min bulk ESS", "divergences",
+                                 "failing"], digits=3)
+
+
+def model_comparison(models: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
+    """PSIS-LOO per model with k̂ warnings, and ``az.compare`` tables for LOO and WAIC.
+
+    Returns Markdown and flat metrics (``loo_<name>``, ``loo_se_<name>``, ``waic_<name>``,
+    ``loo_high_k_<name>``).
+    """
+    import warnings
+
+    import arviz as az
+
+    rows, metrics, notes = [], {}, []
+    for name, idata in models.items():
+        r = loo(idata)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = az.waic(idata)
+        rows.append([name, r.elpd_loo, r.se, r.p_loo, float(w.elpd_waic), r.max_k, r.n_high_k])
+        metrics.update({f"loo_{name}": r.elpd_loo, f"loo_se_{name}": r.se,
+                        f"waic_{name}": float(w.elpd_waic), f"loo_high_k_{name}": r.n_high_k,
+                        f"loo_max_k_{name}": r.max_k})
+        if r.warning:
+            notes.append(f"* **{name}**: {r.warning}.")
+    text = [markdown_table(rows, ["model", "elpd_loo", "se", "p_loo", "elpd_waic", "max k̂",
+                                  "n(k̂ > 0.7)"])]
+    text += notes or ["* every Pareto k̂ ≤ 0.7: the PSIS-LOO estimates are reliable."]
+    if len(models) >= 2:
+        for ic in ("loo", "waic"):
+            t = compare(models, ic=ic)
+            col = f"elpd_{ic}"
+            rows = [[i, t.loc[i, "rank"], t.loc[i, col], t.loc[i, "elpd_diff"], t.loc[i, "se"],
+                     t.loc[i, "dse"], t.loc[i, "weight"]] for i in t.index]
+            text += ["", f"`az.compare(ic=\"{ic}\")`, best first:", "",
+                     markdown_table(rows, ["model", "rank", col, "elpd_diff", "se", "dse",
+                                           "weight"])]
+    return "\n".join(text), metrics
+
+
+def gates(fits: Mapping[str, Any]) -> dict[str, Gate]:
+    """:func:`inference.diagnostics.gate` of each fit."""
+    return {name: gate(idata) for name, idata in fits.items()}
+
+
+def image(path: str | os.PathLike[str], caption: str) -> str:
+    """A Markdown image with a relative path (the report sits next to its figures)."""
+    return f"![{caption}]({Path(path).name})\n\n*{caption}*"
+
+
+def write_report(out: str | os.PathLike[str], title: str, sections: Sequence[tuple[str, str]]
+                 ) -> Path:
+    """``report.md`` in ``out``: a title, then (heading, Markdown body) per section."""
+    from inference.io import atomic_write_bytes
+
+    parts = [f"# {title}", ""]
+    for heading, body in sections:
+        parts += [f"## {heading}", "", body.strip(), ""]
+    path = Path(out) / "report.md"
+    atomic_write_bytes(path, "\n".join(parts).encode())
+    return path
