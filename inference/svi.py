@@ -12,7 +12,11 @@ the full-data estimator (N/M)·Σ_minibatch of the local terms plus the global o
 - Adam or Adagrad.
 
 Every epoch ends with an evaluation of the per-datapoint ELBO (nats) on each named
-evaluation set and an atomic checkpoint. A resumed run continues exactly: the data order
+evaluation set and an atomic checkpoint. Evaluation runs in batches with the local terms
+unscaled and every *global* sample site (one outside all plates, e.g. the decoder weights θ
+of the Bayesian VAE) scaled by B_b/n, so that over the n points of a set the global
+log p(θ) − log q(θ) is counted exactly once (not once per evaluation batch): the recorded
+``<name>_elbo`` is (Σᵢ localᵢ + global)/n. A resumed run continues exactly: the data order
 and the random draws of epoch e depend only on (seed, e) and the saved state, so it ends
 with the same parameters as an uninterrupted run. A non-finite loss stops the run with a
 :class:`TrainingDivergedError` error and leaves the last good checkpoint in place.
@@ -84,7 +88,8 @@ class FitResult(NamedTuple):
     """Backend-native params: the Pyro param store as tensors, or NumPyro's param dict."""
     history: dict[str, list[float]]
     """Per epoch: ``objective`` (the running training objective per datapoint, nats),
-    ``<name>_elbo`` for every evaluation set (nats per datapoint), ``seconds``."""
+    ``<name>_elbo`` for every evaluation set (nats per datapoint, the global terms counted
+    once for the whole set and divided by its size), ``seconds``."""
     epochs: int
     """Epochs completed (including resumed ones)."""
     start_epoch: int
@@ -244,7 +249,8 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     data : per-datapoint numpy arrays (N, ...) (None entries pass through as None).
     options : :class:`SVIOptions`.
     eval_sets : name → arrays like ``data``; after every epoch the per-datapoint ELBO
-        (nats, same estimator as training, plates unscaled) is recorded as ``<name>_elbo``.
+        (nats, same estimator as training, plates unscaled, global sites counted once per
+        set) is recorded as ``<name>_elbo``.
     transform : ``(batch, rng) -> batch`` applied to each minibatch, e.g. a fresh
         Bernoulli binarization; ``rng`` depends only on (seed, epoch).
     checkpoint : ``.npz`` path written atomically after every epoch; None for none.
@@ -272,6 +278,35 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     return runner(model, guide, data, N, options, eval_sets, transform,
                   None if checkpoint is None else Path(checkpoint), saved, header, meta,
                   tuple(eval_hide), export)
+
+
+def pyro_global_scale(fn: Callable[..., None], factor: float) -> Callable[..., None]:
+    """``fn`` with every sample site outside all plates (a global site) scaled by ``factor``.
+
+    Evaluating batch b of an n-point set with ``factor = B_b/n`` counts the global terms
+    once over the whole set.
+    """
+    from pyro.poutine.messenger import Messenger
+
+    class GlobalScale(Messenger):
+        def _process_message(self, msg: dict) -> None:
+            if msg["type"] == "sample" and not msg["cond_indep_stack"]:
+                msg["scale"] = factor * msg["scale"]
+
+    return GlobalScale()(fn)
+
+
+def numpyro_global_scale(fn: Callable[..., None], factor: Any) -> Callable[..., None]:
+    """NumPyro twin of :func:`pyro_global_scale` (``factor`` may be a traced scalar)."""
+    from numpyro.primitives import Messenger
+
+    class GlobalScale(Messenger):
+        def process_message(self, msg: dict) -> None:
+            if msg["type"] == "sample" and not msg.get("cond_indep_stack"):
+                scale = msg.get("scale")
+                msg["scale"] = factor if scale is None else factor * scale
+
+    return GlobalScale(fn)
 
 
 def _batches(N: int, M: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -412,6 +447,13 @@ def pyro_step(elbo: Any, model: Callable[..., None], guide: Callable[..., None],
     return step
 
 
+def _check_params(store: Any, names: Sequence[str]) -> None:
+    new = sorted(set(store.keys()) - set(names))
+    check(not new, f"the model or guide created params {new} after the first trace of a "
+                   "batch; fit() optimizes only params that exist then: create every param on "
+                   "every call (e.g. not inside a data-dependent branch)")
+
+
 def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
                  saved, header, meta, eval_hide, export):
     import pyro
@@ -441,8 +483,12 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
 
     with pyro.validation_enabled(False):
         first = tensors(_take(data, slice(0, min(options.batch_size, N))))
-        poutine.trace(train_guide).get_trace(*first)
-        poutine.trace(train_model).get_trace(*first)
+        # Register every param: those of the training and of the evaluation calls (guide
+        # first, as the ELBO runs it). A param created only later would be missing from the
+        # optimizer and the checkpoint, so _check_params refuses that at
+        # the step that creates it.
+        for fn in (train_guide, train_model, eval_guide, eval_model):
+            poutine.trace(fn).get_trace(*first)
         store = pyro.get_param_store()
         named = dict(store.named_parameters())  # unconstrained leaf tensors
         names = sorted(named)
@@ -476,7 +522,10 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             optimizer.zero_grad(set_to_none=True)
 
         def step(batch: Batch) -> float:
-            return one_step(*step_args(batch)).item()
+            loss = one_step(*step_args(batch)).item()
+            if len(store.keys()) != len(names):
+                _check_params(store, names)
+            return loss
 
         def begin_epoch(epoch: int) -> None:
             torch.manual_seed(_epoch_seed(options.seed, epoch, 1))
@@ -489,8 +538,10 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                 n = _n_rows(arrays, name)
                 total = 0.0
                 for i in range(0, n, B):
-                    total += eval_elbo.loss(eval_model, eval_guide,
-                                            *tensors(_take(arrays, slice(i, i + B))))
+                    batch = tensors(_take(arrays, slice(i, i + B)))
+                    f = len(batch[0]) / n  # global sites: once over the whole set
+                    total += eval_elbo.loss(pyro_global_scale(eval_model, f),
+                                            pyro_global_scale(eval_guide, f), *batch)
                 scores[name] = -total / n
             return scores
 
@@ -574,8 +625,9 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     # Donating the old state lets XLA update the parameters and optimizer moments in place:
     # 25-35% faster per step on the 2-core CPU for a 784-400-20 VAE (benchmarks/vae.py).
     update = jax.jit(svi.update, donate_argnums=0)
-    eval_loss = jax.jit(lambda params, key, *batch: elbo.loss(key, params, eval_model,
-                                                              eval_guide, *batch))
+    eval_loss = jax.jit(lambda params, key, f, *batch: elbo.loss(
+        key, params, numpyro_global_scale(eval_model, f), numpyro_global_scale(eval_guide, f),
+        *batch))
     holder = {"state": state}
 
     def step(batch: Batch) -> Any:
@@ -592,7 +644,8 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
             total = 0.0
             for j, i in enumerate(range(0, n, B)):
                 batch = jarr(_take(arrays, slice(i, i + B)))
-                total += float(eval_loss(params, jax.random.fold_in(key, j), *batch))
+                f = jnp.float32(len(batch[0]) / n)  # global sites: once over the whole set
+                total += float(eval_loss(params, jax.random.fold_in(key, j), f, *batch))
             scores[name] = -total / n
         return scores
 

@@ -198,3 +198,77 @@ def test_fixed_jit_meanfield_elbo_compiles_once():
         plain = float(pyro.infer.TraceMeanField_ELBO().differentiable_loss(model, guide, x)
                       .detach())
     assert jitted == pytest.approx(plain, rel=1e-5)
+
+
+def _global_local_pair(backend):
+    """θ ~ N(0, 1) global, zᵢ ~ N(θ, 1), xᵢ ~ N(zᵢ, 1); Delta guides, so the ELBO is
+    deterministic: Σᵢ [log N(xᵢ; zᵢ, 1) + log N(zᵢ; θ, 1)] + log N(θ; 0, 1)."""
+    if backend == "pyro":
+        import pyro as ppl
+        import pyro.distributions as dist
+        import torch
+
+        def plate(n_data, M):
+            return ppl.plate("data", n_data or M, subsample=torch.arange(M))
+    else:
+        import numpyro as ppl
+        import numpyro.distributions as dist
+
+        def plate(n_data, M):  # the tests below never subsample (batch = the whole set)
+            return ppl.plate("data", n_data or M, subsample_size=M)
+
+    def model(x, n_data=None):
+        theta = ppl.sample("theta", dist.Normal(0.0, 1.0))
+        M = x.shape[0]
+        with plate(n_data, M):
+            z = ppl.sample("z", dist.Normal(theta, 1.0))
+            ppl.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x, n_data=None):
+        t = ppl.param("t", 0.5 + 0 * x[0])
+        ppl.sample("theta", dist.Delta(t))
+        M = x.shape[0]
+        with plate(n_data, M):
+            ppl.sample("z", dist.Delta(0.3 * x))
+    return model, guide
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_evaluation_counts_global_sites_once(backend):
+    """The evaluated ELBO of a set does not depend on the evaluation batch size: the global
+    θ term is counted once per set, not once per evaluation batch."""
+    from scipy.stats import norm
+
+    x = np.linspace(-1, 1, 12).astype(np.float32)
+    model, guide = _global_local_pair(backend)
+    scores = []
+    for eval_batch in (12, 5, 1):
+        options = SVIOptions(backend=backend, epochs=1, batch_size=12, lr=1e-12,
+                             eval_batch_size=eval_batch, jit=False)
+        r = fit(model, guide, (x,), options=options, eval_sets={"all": (x,)})
+        scores.append(r.history["all_elbo"][0])
+    t, z = 0.5, 0.3 * x.astype(np.float64)
+    exact = (norm.logpdf(x, z, 1).sum() + norm.logpdf(z, t, 1).sum() + norm.logpdf(t)) / 12
+    np.testing.assert_allclose(scores, exact, rtol=0, atol=1e-4)
+
+
+def test_pyro_params_created_late_are_refused():
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    calls = {"n": 0}
+
+    def model(x, n_data=None):
+        with pyro.plate("data", n_data or len(x), subsample=torch.arange(len(x))):
+            pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0), obs=x)
+
+    def guide(x, n_data=None):
+        calls["n"] += 1
+        if calls["n"] > 3:  # two registration traces and the first step
+            pyro.param("late", torch.tensor(1.0))
+
+    x = np.zeros(8, np.float32)
+    options = SVIOptions(backend="pyro", epochs=1, batch_size=4, jit=False)
+    with pytest.raises(VarbayesError, match="late"):
+        fit(model, guide, (x,), options=options)
