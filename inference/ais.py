@@ -37,6 +37,8 @@ from inference.errors import VarbayesError, check
 
 SCHEDULES = ("linear", "sigmoid")
 INITS = ("prior", "guide")
+JITTER = 0.5
+"""relative jitter of the HMC step size per transition."""
 PILOT_CHAINS = 4
 """chains per datapoint that adapt the step sizes before the estimating chains run."""
 
@@ -133,18 +135,22 @@ LogDensity = Callable[[Any], Any]
 """z (C, M, d) -> (C, M) a log density per chain and datapoint (independent elements)."""
 
 
-def hmc_step(key: Any, z: Any, step_size: Any, log_f: LogDensity, n_leapfrog: int
-             ) -> tuple[Any, Any]:
+def hmc_step(key: Any, z: Any, step_size: Any, log_f: LogDensity, n_leapfrog: int,
+             jitter: float = JITTER) -> tuple[Any, Any]:
     """One HMC transition with a unit mass matrix, independently for each (chain, datapoint).
 
+    The step size is jittered uniformly by ±``jitter`` (relative) each transition: with a
+    fixed step size and trajectory length HMC can be close to periodic on a Gaussian and
+    stop mixing (seen on PPCA posteriors: draws kept their starting spread).
     Returns the new z (C, M, d) and the acceptance probability (C, M).
     """
     import jax
     import jax.numpy as jnp
 
     grad = jax.grad(lambda z: log_f(z).sum())
-    k_mom, k_acc = jax.random.split(key)
-    eps = step_size[..., None]
+    k_mom, k_acc, k_jit = jax.random.split(key, 3)
+    u = jax.random.uniform(k_jit, step_size.shape, step_size.dtype, -jitter, jitter)
+    eps = (step_size * (1.0 + u))[..., None]
     p0 = jax.random.normal(k_mom, z.shape, z.dtype)
 
     def leap(_: int, carry: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:

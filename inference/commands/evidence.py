@@ -15,7 +15,7 @@ from inference import evidence
 from inference.errors import VarbayesError, check
 from inference.io import out_dir, progress, save_figure, write_metrics
 
-ESTIMATORS = ("elbo", "is", "quadrature")
+ESTIMATORS = ("elbo", "is", "ais", "hmc", "quadrature")
 
 
 def vae_batches(run: Any, n_data: int | None, batch_size: int) -> list[evidence.Batch]:
@@ -80,20 +80,107 @@ def _vae_quadrature(run: Any, batches: list[evidence.Batch]) -> evidence.Quadrat
                                      np.concatenate([q.refinement for q in parts]), secs)
 
 
-def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
+def _ais_options(args: argparse.Namespace) -> tuple[list[int], Any]:
+    """The checked ``--ais-steps`` list and AIS options (the largest T) from the CLI."""
+    from inference import ais
+
+    try:
+        steps = sorted({int(s) for s in args.ais_steps.split(",") if s.strip()})
+    except ValueError:
+        raise VarbayesError(f"--ais-steps must be comma-separated integers, got "
+                            f"{args.ais_steps!r}") from None
+    check(bool(steps) and steps[0] >= 1, f"--ais-steps must be integers >= 1, got "
+                                         f"{args.ais_steps!r}")
+    check(args.ais_chains >= 1, f"--ais-chains must be >= 1, got {args.ais_chains}")
+    check(args.schedule in ais.SCHEDULES, f"--schedule must be one of "
+                                          f"{', '.join(ais.SCHEDULES)}, got {args.schedule!r}")
+    check(args.ais_init in ais.INITS, f"--ais-init must be one of {', '.join(ais.INITS)}, got "
+                                      f"{args.ais_init!r}")
+    opts = ais.AISOptions(n_steps=steps[-1], chains=args.ais_chains, schedule=args.schedule,
+                          init=args.ais_init)
+    ais.check_options(opts)
+    return steps, opts
+
+
+def _hmc_options(args: argparse.Namespace) -> Any:
+    from inference import hmc_evidence
+
+    o = hmc_evidence.HMCEvidenceOptions(n_samples=args.hmc_samples, n_warmup=args.hmc_warmup)
+    hmc_evidence.check_options(o)
+    return o
+
+
+def _run_ais(run: Any, batches: list[evidence.Batch], steps: list[int], opts: Any,
+             seed: int) -> dict[int, Any]:
+    """T -> AISResult for each T of ``--ais-steps``, in the run's own backend."""
+    from inference import ais, ais_pyro
+
+    fn = ais_pyro.pyro_ais if run.header["backend"] == "pyro" else ais.numpyro_ais
+    return {T: fn(run.mod.model, run.mod.guide, batches, opts._replace(n_steps=T), seed=seed,
+                  progress=lambda b, T=T: progress(b, desc=f"ais T={T}")) for T in steps}
+
+
+def _vae_hmc(run: Any, batches: list[evidence.Batch], opts: Any, seed: int) -> Any:
+    """The appendix-D estimator through the run's NumPyro twin (same weights)."""
+    import jax.numpy as jnp
+
+    from inference import hmc_evidence
+    from models.vae import numpyro_model
+
+    vae = numpyro_model.build(run.vae.config, run.mod.weights(run.vae))
+    jb = [((vae, jnp.asarray(np.asarray(x), dtype=jnp.float32),
+            None if c is None else jnp.asarray(np.asarray(c), dtype=jnp.float32)), {})
+          for (_, x, c), _kw in batches]
+    return hmc_evidence.numpyro_hmc_evidence(numpyro_model.model, numpyro_model.guide, jb, opts,
+                                             seed=seed,
+                                             progress=lambda b: progress(b, desc="hmc"))
+
+
+def _ais_figure(out: Path, results: dict[int, Any], others: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Ts = sorted(results)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.errorbar(Ts, [results[T].log_px.mean() for T in Ts],
+                yerr=[_mean_se(results[T].log_px)[1] for T in Ts], fmt="o-", label="AIS")
+    for (name, v), ls in zip(others.items(), ("--", ":", "-."), strict=False):
+        ax.axhline(v, color="grey", ls=ls, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("intermediate distributions T")
+    ax.set_ylabel("mean log p(x) (nats)")
+    ax.legend()
+    ax.set_title("AIS estimate against compute")
+    save_figure(fig, out / "ais_vs_steps.png")
+
+
+def load_target(run_dir: Path, data_dir: str | None) -> Any:
+    """The run to evaluate, by run type. Only VAE runs (``varbayes vae train``) exist now; a
+    new run type adds a branch here returning an object with the same fields as
+    :class:`inference.commands.vae.Run` (``mod``, ``vae``, ``header``, ``data``)."""
     from inference.commands.vae import load_run
 
+    if not (run_dir / "checkpoint.npz").is_file():
+        raise VarbayesError(f"no checkpoint.npz in {run_dir}: pass the --out folder of a "
+                            "'varbayes vae train' run")
+    return load_run(run_dir, data_dir)
+
+
+def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
     names = [s.strip() for s in args.estimators.split(",") if s.strip()]
     bad = [s for s in names if s not in ESTIMATORS]
     check(not bad, f"unknown estimator(s) {', '.join(bad)}: choose from {', '.join(ESTIMATORS)}")
     check(args.k >= 1, f"--k must be >= 1, got {args.k}")
     check(args.n_data is None or args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    if "ais" in names:
+        steps, ais_opts = _ais_options(args)
+    if "hmc" in names:
+        hmc_opts = _hmc_options(args)
     run_dir = Path(args.run_dir)
-    if not (run_dir / "checkpoint.npz").is_file():
-        raise VarbayesError(f"no checkpoint.npz in {run_dir}: pass the --out folder of a "
-                            "'varbayes vae train' run")
-    run = load_run(run_dir, args.data_dir)
+    run = load_target(run_dir, args.data_dir)
     out = out_dir(args.out)
     batches = vae_batches(run, args.n_data, args.batch_size)
     backend = run.header["backend"]
@@ -107,6 +194,10 @@ def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
     n = len(res.log_px)
     if "quadrature" in names:
         quad = _vae_quadrature(run, batches)
+    if "ais" in names:
+        ais_res = _run_ais(run, batches, steps, ais_opts, args.seed)
+    if "hmc" in names:
+        hmc_res = _vae_hmc(run, batches, hmc_opts, args.seed)
     metrics: dict[str, Any] = {"n_data": n, "k": args.k, "backend": backend}
     if "is" in names:
         metrics["is"], metrics["is_stderr"] = _mean_se(res.log_px)
@@ -124,8 +215,26 @@ def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
         metrics["quadrature"], metrics["quadrature_stderr"] = _mean_se(quad.log_px)
         metrics["quadrature_seconds"] = quad.seconds
         metrics["quadrature_refinement_max"] = float(quad.refinement.max())
+    if "ais" in names:
+        top = ais_res[steps[-1]]
+        metrics["ais"], metrics["ais_stderr"] = _mean_se(top.log_px)
+        metrics["ais_seconds"] = top.seconds
+        metrics["ais_steps"], metrics["ais_chains"] = steps[-1], ais_opts.chains
+        metrics["ais_schedule"], metrics["ais_init"] = ais_opts.schedule, ais_opts.init
+        metrics["ais_accept_mean"] = float(top.accept.mean()) if top.accept.size else None
+        metrics["ais_chain_stderr_mean"] = float(top.stderr.mean())
+        for T, r in ais_res.items():
+            metrics[f"ais_t{T}"] = float(r.log_px.mean())
+            metrics[f"ais_t{T}_seconds"] = r.seconds
+    if "hmc" in names:
+        metrics["hmc"], metrics["hmc_stderr"] = _mean_se(hmc_res.log_px)
+        metrics["hmc_seconds"] = hmc_res.seconds
+        metrics["hmc_samples"], metrics["hmc_accept_mean"] = args.hmc_samples, hmc_res.accept
     write_metrics(out, metrics)
     _curve_figure(out, res)
+    if "ais" in names:
+        _ais_figure(out, ais_res, {n: metrics[n] for n in ("is", "elbo", "quadrature")
+                                   if n in names})
     lines = [f"evidence on {n} test points of {run_dir} ({backend}, K={args.k}):"]
     for name in names:
         lines.append(f"  {name:<5} {metrics[name]:.3f} ± {metrics[name + '_stderr']:.3f} nats "
@@ -163,8 +272,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evidence", help="marginal-likelihood estimates for a trained run",
                        description="Estimate log p(x) per test datapoint (nats) for a trained "
                                    "VAE run: the ELBO, importance sampling with the guide "
-                                   "as proposal (the IWAE bound) and, for latent size <= 2, "
-                                   "quadrature (exact to about 1e-6 nats).")
+                                   "as proposal (the IWAE bound), annealed importance "
+                                   "sampling (ais), the AEVB appendix-D HMC estimator (hmc) "
+                                   "and, for latent size <= 2, quadrature (exact to about "
+                                   "1e-6 nats).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'varbayes vae train'")
     p.add_argument("--estimators", default="elbo,is",
                    help=f"comma-separated, from {', '.join(ESTIMATORS)} (default elbo,is)")
@@ -173,6 +284,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="first N test datapoints (default all)")
     p.add_argument("--batch-size", type=int, default=500, help="datapoints per batch")
     p.add_argument("--chunk", type=int, default=100, help="samples drawn at once (memory)")
+    p.add_argument("--ais-steps", default="100",
+                   help="AIS: intermediate distributions T, comma-separated for a curve; the "
+                        "largest gives the 'ais' metric (default 100)")
+    p.add_argument("--ais-chains", type=int, default=16, help="AIS chains per datapoint")
+    p.add_argument("--schedule", default="sigmoid", help="AIS schedule: linear or sigmoid")
+    p.add_argument("--ais-init", default="prior",
+                   help="AIS start density: prior or guide (q(z|x))")
+    p.add_argument("--hmc-samples", type=int, default=1000,
+                   help="hmc (AEVB appendix D): posterior draws per datapoint")
+    p.add_argument("--hmc-warmup", type=int, default=200, help="hmc: adapting transitions")
     add_common(p)
     add_data_dir(p)
     p.set_defaults(func=_evidence)
