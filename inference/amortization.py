@@ -341,7 +341,8 @@ def _path(out: Any) -> Any:
 def sample_latent(run: Any, x: np.ndarray, c: np.ndarray | None = None, **nuts_kwargs: Any):
     """NUTS draws of p(z|x) under a trained run's decoder, in the run's own backend.
 
-    ``x`` (M, D) and ``c`` (M, C) or None; ``nuts_kwargs`` go to :func:`inference.mcmc.nuts`.
+    ``x`` (M, D) and ``c`` (M, C) or None; ``nuts_kwargs`` go to :func:`inference.mcmc.nuts`
+    (Pyro runs without the PyTorch JIT unless ``jit_compile=True`` is passed).
     Returns InferenceData with ``z`` (chain, draw, M, K) and the pointwise log p(x_i|z_i).
     """
     from inference.mcmc import nuts
@@ -351,6 +352,8 @@ def sample_latent(run: Any, x: np.ndarray, c: np.ndarray | None = None, **nuts_k
         import torch
 
         arr = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+        # the PyTorch JIT traces x.shape[0] as a tensor, which breaks the model's shapes
+        nuts_kwargs.setdefault("jit_compile", False)
     else:
         import jax.numpy as jnp
 

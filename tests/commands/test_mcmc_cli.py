@@ -1,0 +1,68 @@
+"""``varbayes mcmc``: tiny NUTS runs in both backends, outputs, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.cli import main
+from inference.mcmc import load_inferencedata
+
+TINY = ["--n-train", "100", "--n-test", "10", "--hidden", "8", "--batch-size", "50",
+        "--latent", "2", "--epochs", "1", "--quiet"]
+FAST = ["--chains", "1", "--warmup", "30", "--samples", "30", "--n-data", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mcmc")
+    out = {}
+    for backend in ("numpyro", "pyro"):
+        out[backend] = root / backend
+        assert main(["vae", "train", "--backend", backend, "--out", str(out[backend]),
+                     *TINY]) == 0
+    return out
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_mcmc_latent_writes_inferencedata_metrics_and_plots(runs, backend, tmp_path):
+    out = tmp_path / "m"
+    assert main(["mcmc", str(runs[backend]), "--out", str(out), *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["backend"] == backend and m["n_data"] == 2 and m["latent"] == 2
+    assert isinstance(m["gate_passed"], bool) and m["divergences"] >= 0
+    assert m["log_px_method"] == "quadrature"
+    # the gap identities and signs: q* is fitted, so it is no worse than the encoder
+    assert m["log_px"] >= m["elbo_optimal"] - 1e-3 >= m["elbo_amortized"] - 2e-3
+    assert np.isclose(m["inference_gap"], m["approximation_gap"] + m["amortization_gap"])
+    idata = load_inferencedata(out / "posterior.nc")
+    assert idata.posterior["z"].shape == (1, 30, 2, 2)
+    assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(
+        idata.groups())
+    for name in ("trace", "rank", "pair", "energy", "forest", "latent_overlay"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--samples", "0"], "--samples must be >= 1"),
+    (["--target", "weights"], "train with 'varbayes vae train --bayesian'"),
+    (["--n-data", "0"], "--n-data must be >= 1"),
+])
+def test_bad_input_one_line(runs, argv, match, tmp_path, capsys):
+    assert main(["mcmc", str(runs["numpyro"]), "--out", str(tmp_path), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err
+
+
+def test_wrong_run_folders(tmp_path, capsys):
+    assert main(["mcmc", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["mcmc", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no checkpoint.npz" in capsys.readouterr().err
+    (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    assert main(["mcmc", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint" in err and "\n" not in err
