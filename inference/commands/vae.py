@@ -42,6 +42,17 @@ DEFAULT_EPOCHS_OTHER = 50
 BINARIZE = ("auto", "dynamic", "static", "none")
 
 
+def bayes_module(name: str) -> ModuleType:
+    """:mod:`models.bayesian_vae.pyro_model` or :mod:`models.bayesian_vae.numpyro_model`."""
+    if name == "pyro":
+        from models.bayesian_vae import pyro_model
+
+        return pyro_model
+    from models.bayesian_vae import numpyro_model
+
+    return numpyro_model
+
+
 def backend_module(name: str) -> ModuleType:
     """:mod:`models.vae.pyro_model` or :mod:`models.vae.numpyro_model`."""
     if name == "pyro":
@@ -151,13 +162,27 @@ def load_run(run_dir: str | Path, data_dir: str | None = None) -> Run:
     check("vae" in meta and "run" in meta,
           f"{path} is not a VAE checkpoint: pass the --out of a 'varbayes vae train' run")
     config = VAEConfig.from_dict(meta["vae"])
-    weights = {k[len("export/"):]: v for k, v in arrays.items() if k.startswith("export/")}
+    weights = {k[len("export/"):]: v for k, v in arrays.items()
+               if k.startswith("export/") and not k.startswith("export/sigma/")}
     mod = backend_module(header["backend"])
     vae = mod.build(config, weights)
     r = meta["run"]
     data = load_run_data(r["dataset"], data_dir, config.decoder, r["binarize"],
                          r["n_train"], r["n_test"], int(header["options"]["seed"]))
     return Run(mod, vae, header, data)
+
+
+def load_sigma(run_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """σ of q(θ) per decoder weight of a ``--bayesian`` run (None for a MAP/ML VAE run).
+
+    :func:`load_run` gives the VAE with θ at the posterior mean μ; with this the run's
+    q(θ) = N(μ, σ²) is complete.
+    """
+    arrays, header = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    if "bayes" not in header.get("meta", {}):
+        return None
+    return {k[len("export/sigma/"):]: v for k, v in arrays.items()
+            if k.startswith("export/sigma/")}
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -208,12 +233,27 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
                          args.n_train, args.n_test, args.seed,
                          download=getattr(args, "download", False))
     config = _config(args, data)
+    bayes = _bayes(args, config)
     options = SVIOptions(backend=args.backend, elbo=args.elbo, particles=args.particles,
                          optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, jit=not args.no_jit,
                          time_limit=None if args.time_limit is None else 60 * args.time_limit)
     mod = backend_module(args.backend)
-    vae = mod.build(config, seed=args.seed)
+    if bayes is not None:
+        bmod = bayes_module(args.backend)
+        vae = bmod.build(config, bayes, seed=args.seed)
+        model, guide = bmod.model, bmod.guide
+
+        def export(params: Any) -> dict[str, np.ndarray]:
+            t = bmod.with_params(vae, params)
+            return {**bmod.weights(t),
+                    **{f"sigma/{k}": v for k, v in bmod.posterior(t)[1].items()}}
+    else:
+        vae = mod.build(config, seed=args.seed)
+        model, guide = mod.model, mod.guide
+
+        def export(params: Any) -> dict[str, np.ndarray]:
+            return mod.weights(mod.with_params(vae, params))
     run_meta = {"dataset": args.dataset, "binarize": data.binarize, "n_train": args.n_train,
                 "n_test": args.n_test}
     train = arrays_for(config, data.x_train, data.y_train)
@@ -222,14 +262,19 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
                                      if data.y_train is not None else None),
                  "test": arrays_for(config, data.x_test, data.y_test)}
     t0 = time.perf_counter()
-    result = fit(functools.partial(mod.model, vae), functools.partial(mod.guide, vae), train,
+    meta = {"vae": config._asdict(), "run": run_meta}
+    if bayes is not None:
+        meta["bayes"] = bayes._asdict()
+    result = fit(functools.partial(model, vae), functools.partial(guide, vae), train,
                  options=options, eval_sets=eval_sets,
                  transform=_transform(config, data.binarize == "dynamic"), checkpoint=ckpt,
-                 resume=args.resume, meta={"vae": config._asdict(), "run": run_meta},
-                 eval_hide=("theta_prior",),
-                 export=lambda params: mod.weights(mod.with_params(vae, params)))
+                 resume=args.resume, meta=meta, eval_hide=("theta_prior",), export=export)
     wall = time.perf_counter() - t0
-    trained = mod.with_params(vae, result.params)
+    if bayes is not None:
+        posterior = bmod.with_params(vae, result.params)
+        trained = mod.build(config, bmod.weights(posterior))  # θ at the posterior mean μ
+    else:
+        trained = mod.with_params(vae, result.params)
     h = result.history
     metrics = {
         "test_elbo": h["test_elbo"][-1], "best_test_elbo": max(h["test_elbo"]),
@@ -238,9 +283,19 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
         "n_params": n_params(config), "n_train": len(data.x_train), "n_test": len(data.x_test),
         "latent": config.z_dim, "particles": options.particles, "wall_seconds": wall,
     }
-    check(metrics["n_params"] == result.n_params, "internal error: parameter count mismatch")
+    metrics["elbo_gap"] = metrics["train_elbo"] - metrics["test_elbo"]
+    figures: list[str] = []
+    if bayes is not None:
+        loc, sigma = bmod.posterior(posterior)
+        metrics.update(bayes_metrics(metrics, loc, sigma, bayes, len(data.x_train),
+                                     len(data.x_train_eval)))
+        figures += bayes_figures(out, mod, trained, sigma, data, args)
+        metrics.update(_uncertainty_means(out))
+    else:
+        check(metrics["n_params"] == result.n_params,
+              "internal error: parameter count mismatch")
     write_metrics(out, metrics)
-    figures = train_figures(out, mod, trained, data, h, args)
+    figures = train_figures(out, mod, trained, data, h, args) + figures
     if not verbose:
         return metrics
     print(f"varbayes vae train: {args.dataset}, {args.backend} {args.elbo} ELBO, "
@@ -249,8 +304,94 @@ def train_run(args: argparse.Namespace, verbose: bool = True) -> dict[str, Any]:
           f"{metrics['seconds_per_epoch']:.3g} s/epoch")
     print(f"  test ELBO {metrics['test_elbo']:.3f} nats/datapoint (best "
           f"{metrics['best_test_elbo']:.3f}), train ELBO {metrics['train_elbo']:.3f}")
+    if bayes is not None:
+        print(f"  Bayesian decoder: KL(q(θ)‖p(θ)) = {metrics['kl_weights']:.1f} nats per pass "
+              f"over the data ({metrics['kl_weights_per_datapoint']:.3f} per training point); "
+              f"local test ELBO {metrics['test_elbo_local']:.3f}, train "
+              f"{metrics['train_elbo_local']:.3f}, gap {metrics['elbo_gap']:.3f}")
     print(f"  wrote {out / 'metrics.json'}, {ckpt.name}, {', '.join(figures)}")
     return metrics
+
+
+def _bayes(args: argparse.Namespace, config: VAEConfig) -> Any:
+    """The :class:`BayesConfig` of a ``--bayesian`` run (None otherwise), checked."""
+    if not getattr(args, "bayesian", False):
+        return None
+    from models.bayesian_vae.config import BayesConfig
+    from models.bayesian_vae.config import validate as validate_bayes
+
+    check(config.prior_precision == 0,
+          f"--weight-decay {config.prior_precision} and --bayesian both put a prior on the "
+          "decoder weights: with --bayesian set the prior with --prior-scale")
+    check(not (args.backend == "pyro" and args.particles > 1),
+          f"--bayesian with --backend pyro needs --particles 1 (got {args.particles}): the "
+          "vectorized Pyro particles do not broadcast over the weight draws; use --backend "
+          "numpyro for L > 1")
+    return validate_bayes(BayesConfig(args.prior_scale, args.init_sigma))
+
+
+def bayes_metrics(metrics: dict[str, Any], loc: dict[str, np.ndarray],
+                  sigma: dict[str, np.ndarray], bayes: Any, n_train: int,
+                  n_train_eval: int) -> dict[str, float]:
+    """The extra ``metrics.json`` keys of a ``--bayesian`` run, all in nats.
+
+    ``test_elbo`` / ``train_elbo`` count −KL(q(θ)‖p(θ)) once for their evaluation set (of
+    n_test / n_train_eval points); the ``*_local`` keys add it back: the per-datapoint
+    E_q(θ)[E_q(z|x)[log p(x|z,θ)] − KL(q(z|x)‖p(z))]. ``train_bound`` is the appendix-F bound
+    on log p(training set) divided by N: ``train_elbo_local − kl_weights/N``.
+    """
+    from models.bayesian_vae.config import kl_weights
+
+    kl = kl_weights(loc, sigma, bayes.prior_scale)
+    test_local = metrics["test_elbo"] + kl / metrics["n_test"]
+    train_local = metrics["train_elbo"] + kl / n_train_eval
+    all_sigma = np.concatenate([v.ravel() for v in sigma.values()])
+    return {"kl_weights": kl, "kl_weights_per_datapoint": kl / n_train,
+            "test_elbo_local": test_local, "train_elbo_local": train_local,
+            "train_bound": train_local - kl / n_train, "elbo_gap": train_local - test_local,
+            "prior_scale": bayes.prior_scale, "init_sigma": bayes.init_sigma,
+            "n_weights": int(all_sigma.size), "sigma_median": float(np.median(all_sigma)),
+            "n_params": metrics["n_params"] + int(all_sigma.size)}  # σ as well as μ
+
+
+def bayes_figures(out: Path, mod: ModuleType, mean_vae: Any, sigma: dict[str, np.ndarray],
+                  data: RunData, args: argparse.Namespace, n_theta: int = 20) -> list[str]:
+    """Posterior-predictive samples averaged over θ, epistemic/aleatoric maps, σ histogram."""
+    from models.bayesian_vae import plots as bplots
+    from models.bayesian_vae.predictive import decoder_draws, predictive_samples, uncertainty
+
+    cfg = mean_vae.config
+    title = f"{args.dataset}, {args.backend}, Bayesian decoder, K={cfg.z_dim}"
+    rng = np.random.default_rng(np.random.SeedSequence([args.seed, 23]))
+    vaes = decoder_draws(mod, cfg, mod.weights(mean_vae), sigma, n_theta, rng)
+    names = []
+    if cfg.condition == "none":
+        images = predictive_samples(mod, vaes, 64, rng)
+        save_figure(plots.image_grid(images, data.image_shape, 8,
+                                     f"E_q(θ) E[x|z,θ], z ~ p(z), {n_theta} θ draws: {title}",
+                                     invert=_ink(mean_vae)), out / "predictive_samples.png")
+        names.append("predictive_samples.png")
+        if cfg.decoder == "bernoulli":
+            x = data.x_test[:12]
+            mu, _ = mod.encode(mean_vae, x)
+            u = uncertainty(mod, vaes, mu)
+            save_figure(bplots.uncertainty_maps(x, u, data.image_shape,
+                                                f"per-pixel predictive variance at z = μ(x): "
+                                                f"{title}"), out / "uncertainty.png")
+            np.savez(out / "uncertainty.npz", **u._asdict())
+            names.append("uncertainty.png")
+    save_figure(bplots.sigma_histogram(sigma, args.init_sigma, args.prior_scale,
+                                       f"σ of q(θ): {title}"), out / "weight_sigma.png")
+    return [*names, "weight_sigma.png"]
+
+
+def _uncertainty_means(out: Path) -> dict[str, float]:
+    path = out / "uncertainty.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as u:
+        return {"epistemic_variance_mean": float(u["epistemic"].mean()),
+                "aleatoric_variance_mean": float(u["aleatoric"].mean())}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -482,6 +623,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, default=0.0, metavar="LAMBDA",
                    help="precision λ of an N(0, λ⁻¹I) prior on the decoder weights (MAP); "
                         "1 is the paper's N(0, I); 0 (default) is none")
+    t.add_argument("--bayesian", action="store_true",
+                   help="fully Bayesian decoder (AEVB appendix F): a prior N(0, s²) and a "
+                        "mean-field Gaussian q(θ) over every decoder weight")
+    t.add_argument("--prior-scale", type=float, default=1.0, metavar="S",
+                   help="--bayesian: prior scale s of the decoder weights (default 1)")
+    t.add_argument("--init-sigma", type=float, default=1e-3,
+                   help="--bayesian: initial σ of q(θ) (default 1e-3)")
     t.add_argument("--init-std", type=float, default=0.0,
                    help="initial weights ~ N(0, s²) (the paper: 0.01); 0: fan-in uniform")
     t.add_argument("--torch-threads", type=int, default=None, metavar="N",
