@@ -1,0 +1,44 @@
+"""The AEVB appendix-D estimator against PPCA's closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference import hmc_evidence as he
+from inference.errors import VarbayesError
+from models.ppca import exact_log_evidence, random_ppca, simulate
+
+
+def test_gaussian_fit_logpdf_is_the_fitted_normal():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(0)
+    fit = rng.normal(size=(50, 3, 2)) @ np.array([[1.0, 0.5], [0.0, 2.0]])
+    z = rng.normal(size=(7, 3, 2))
+    got = np.asarray(he.gaussian_fit_logpdf(fit, z))
+    for m in range(3):
+        ref = multivariate_normal(fit[:, m].mean(0), np.cov(fit[:, m].T) + 1e-6 * np.eye(2))
+        np.testing.assert_allclose(got[:, m], ref.logpdf(z[:, m]), rtol=1e-4)
+
+
+def test_matches_closed_form_in_two_dimensions():
+    import jax.numpy as jnp
+
+    from models.ppca import numpyro_model as m
+
+    p = random_ppca(D=6, K=2, sigma=0.5, seed=0, guide_scale=1.5)
+    x, _ = simulate(p, 16, seed=1)
+    res = he.numpyro_hmc_evidence(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})],
+                                  he.HMCEvidenceOptions(n_samples=800, n_warmup=100))
+    err = res.log_px - exact_log_evidence(p, x)
+    assert abs(err.mean()) < 0.05 and np.abs(err).max() < 0.2
+    assert 0.4 < res.accept < 0.95
+
+
+@pytest.mark.parametrize("bad, match", [({"chains": 0}, "chains >= 1"),
+                                        ({"n_samples": 3}, "n_samples >= 4 x chains"),
+                                        ({"n_leapfrog": 0}, "n_leapfrog >= 1")])
+def test_bad_options(bad, match):
+    with pytest.raises(VarbayesError, match=match):
+        he.check_options(he.HMCEvidenceOptions()._replace(**bad))
