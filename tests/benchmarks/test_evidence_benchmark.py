@@ -1,0 +1,14 @@
+"""benchmarks/evidence.py in quick mode: both backends report time, memory and agree."""
+
+from __future__ import annotations
+
+
+def test_quick_run_reports_seconds_and_memory():
+    from benchmarks import evidence
+
+    m = evidence.run(quick=True)
+    for b in ("numpyro", "pyro"):
+        assert m[f"{b}_seconds"] > 0 and 50 < m[f"{b}_peak_rss_mib"] < 8192
+    assert m["n_images"] == 20 and m["k"] == 50
+    # same architecture and seed, but each backend initialises its own way: only sanity here
+    assert -2000 < m["numpyro_log_px"] < 0 and -2000 < m["pyro_log_px"] < 0
