@@ -122,8 +122,13 @@ def compare(models: Mapping[str, Any], ic: str = "loo"):
 
 
 def plot_diagnostics(idata: Any, out: str | os.PathLike[str], var_names: Sequence[str] | None
-                     = None, prefix: str = "") -> list[Path]:
-    """Trace, rank, pair (2+ components), forest and (MCMC) energy plots as PNGs in ``out``."""
+                     = None, prefix: str = "", pair_coords: Mapping[str, Any] | None = None
+                     ) -> list[Path]:
+    """Trace, rank, pair (2+ components), forest and (MCMC) energy plots as PNGs in ``out``.
+
+    ``pair_coords`` selects what the pair plot shows (e.g. ``{"z_dim_0": [0, 1]}``): its size
+    grows with the square of the number of components.
+    """
     import arviz as az
     import matplotlib
 
@@ -144,6 +149,8 @@ def plot_diagnostics(idata: Any, out: str | os.PathLike[str], var_names: Sequenc
         kinds["energy"] = az.plot_energy
     for name, fn in kinds.items():
         kw = {} if name == "energy" else {"var_names": var_names}
+        if name == "pair" and pair_coords:
+            kw["coords"] = dict(pair_coords)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             axes = fn(idata, **kw)

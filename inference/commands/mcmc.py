@@ -131,6 +131,12 @@ def _pointwise_loglik(run: Any, x: np.ndarray, c: np.ndarray | None, z: np.ndarr
     return np.asarray(ll, np.float64).sum(-1)
 
 
+def pair_coords(idata: Any) -> dict[str, list[int]]:
+    """The pair plot shows the latents of the first two images (it grows with their square)."""
+    dim = idata.posterior["z"].dims[2]  # "data" (the NumPyro plate) or "z_dim_0"
+    return {dim: [0, 1]}
+
+
 def write_latent_outputs(res: LatentAnalysis, out: Path, prefix: str = "") -> list[Path]:
     """posterior.nc, the diagnostic plots and (latent size 2) the overlay plot."""
     from inference import amortization as am
@@ -138,7 +144,7 @@ def write_latent_outputs(res: LatentAnalysis, out: Path, prefix: str = "") -> li
     from inference.mcmc import save_inferencedata
 
     paths = [save_inferencedata(res.idata, out / f"{prefix}posterior.nc")]
-    paths += plot_diagnostics(res.idata, out, prefix=prefix)
+    paths += plot_diagnostics(res.idata, out, prefix=prefix, pair_coords=pair_coords(res.idata))
     if res.grid is not None and res.gaps.amortized.loc.shape[1] == 2:
         paths.append(am.plot_overlay(res.grid, am.latent_draws(res.idata), res.gaps, out,
                                      name=f"{prefix}latent_overlay.png"))
