@@ -57,8 +57,7 @@ def check_run_header(run_dir: Path) -> dict[str, Any]:
 
 def is_bayesian(header: dict[str, Any]) -> bool:
     """True for a Bayesian-decoder run (a prior and a guide over the decoder weights)."""
-    meta = header.get("meta", {})
-    return bool(meta.get("bayesian") or meta.get("run", {}).get("bayesian"))
+    return "bayes" in header.get("meta", {})  # written by 'vae train --bayesian'
 
 
 def guide_draws(mean: np.ndarray, scale: np.ndarray, chains: int, draws: int, seed: int

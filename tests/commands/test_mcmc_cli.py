@@ -66,3 +66,10 @@ def test_wrong_run_folders(tmp_path, capsys):
     assert main(["mcmc", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "checkpoint" in err and "\n" not in err
+
+
+def test_bayesian_runs_are_recognized():
+    from inference.commands.mcmc import is_bayesian
+
+    assert is_bayesian({"meta": {"vae": {}, "bayes": {"prior_scale": 1.0}}})
+    assert not is_bayesian({"meta": {"vae": {}, "run": {}}})
