@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "inference.commands.ising",
     "inference.commands.vae",
     "inference.commands.evidence",
+    "inference.commands.mcmc",
+    "inference.commands.compare",
 )
 
 
