@@ -100,11 +100,9 @@ def weights_posterior(x: np.ndarray, *, hidden: int = 3, prior_scale: float = 1.
         sequentially on CPU).
     init_from_svi : start NUTS at q(θ)'s means and the encoder means of z.
     """
-    from inference.diagnostics import from_draws
-    from inference.mcmc import nuts
     from inference.svi import SVIOptions, fit
     from models.bayesian_vae import numpyro_model as nbv
-    from models.bayesian_vae.config import BayesConfig, site
+    from models.bayesian_vae.config import BayesConfig
     from models.vae.config import VAEConfig, check_data
 
     x = np.asarray(x, np.float32)
@@ -118,6 +116,32 @@ def weights_posterior(x: np.ndarray, *, hidden: int = 3, prior_scale: float = 1.
             options=SVIOptions(backend="numpyro", epochs=svi_epochs, batch_size=len(x), lr=lr,
                                seed=seed, eval_batch_size=len(x)))
     trained = nbv.with_params(bvae, r.params)
+    res = nuts_vs_q(trained, x, num_chains=num_chains, num_warmup=num_warmup,
+                    num_samples=num_samples, max_tree_depth=max_tree_depth, seed=seed,
+                    init_from_q=init_from_svi)
+    res.summary.update({"svi_final_elbo": float(r.history["objective"][-1]), "hidden": hidden})
+    return res
+
+
+def nuts_vs_q(trained: Any, x: np.ndarray, c: np.ndarray | None = None, *,
+              num_chains: int = 2, num_warmup: int = 300, num_samples: int = 300,
+              max_tree_depth: int = 8, seed: int = 0, init_from_q: bool = True,
+              progress_bar: bool = False) -> WeightsPosterior:
+    """NUTS on p(θ, z_1..N | x) of a trained NumPyro Bayesian VAE, against its q(θ).
+
+    Parameters
+    ----------
+    trained : :class:`models.bayesian_vae.numpyro_model.BayesianVAE` with the learned q(θ).
+    x : (N, D) the binary images q(θ) was fitted to; c : (N, C) conditioning or None.
+    num_chains, num_warmup, num_samples, max_tree_depth : NumPyro NUTS settings.
+    init_from_q : start NUTS at q(θ)'s means and the encoder means of z.
+    """
+    from inference.diagnostics import from_draws
+    from inference.mcmc import nuts
+    from models.bayesian_vae import numpyro_model as nbv
+    from models.bayesian_vae.config import site
+
+    check(num_samples >= 1, f"--samples must be >= 1, got {num_samples}")
     loc, sigma = nbv.posterior(trained)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 41]))
     draws = {site(k): loc[k] + sigma[k] * rng.standard_normal((num_chains, num_samples,
@@ -125,17 +149,62 @@ def weights_posterior(x: np.ndarray, *, hidden: int = 3, prior_scale: float = 1.
              for k in loc}
     svi = from_draws(draws)
     init = None
-    if init_from_svi:
-        mu, _ = nbv.vae_model.encode(trained, x)
+    if init_from_q:
+        mu, _ = nbv.vae_model.encode(trained, x, c)
         init = {**{site(k): v for k, v in loc.items()}, "z": mu}
-    idata = nuts(nbv.model, trained, x, backend="numpyro", num_chains=num_chains,
+    idata = nuts(nbv.model, trained, x, c, backend="numpyro", num_chains=num_chains,
                  num_warmup=num_warmup, num_samples=num_samples, seed=seed, init=init,
-                 max_tree_depth=max_tree_depth, progress_bar=False)
+                 max_tree_depth=max_tree_depth, progress_bar=progress_bar)
     summary = compare_posteriors(trained, idata, svi, seed)
-    summary.update({"svi_final_elbo": float(r.history["objective"][-1]),
-                    "n_images": len(x), "hidden": hidden, "n_weights": int(
-                        sum(v.size for v in loc.values()))})
+    summary.update({"n_images": len(x), "n_weights": int(sum(v.size for v in loc.values()))})
     return WeightsPosterior(idata, svi, summary)
+
+
+#: Largest training set for which ``varbayes mcmc --target weights`` runs NUTS over θ and
+#: every z_i jointly.
+MAX_RUN_IMAGES = 500
+
+
+def run_weights_posterior(run_dir: str | Path, data_dir: str | None = None, *,
+                          num_chains: int = 2, num_warmup: int = 300, num_samples: int = 300,
+                          max_tree_depth: int = 8, seed: int = 0, progress_bar: bool = False
+                          ) -> WeightsPosterior:
+    """:func:`nuts_vs_q` for a ``varbayes vae train --bayesian`` run (either backend).
+
+    The target is the posterior the run's q(θ) approximates: θ and the latents of all of
+    the run's training images (binarized once, seeded, when the run binarizes dynamically),
+    under the run's prior. NUTS runs on the NumPyro twin of the model with the run's
+    weights; the run must have at most :data:`MAX_RUN_IMAGES` training images.
+    """
+    from inference import datasets
+    from inference.commands.vae import arrays_for, load_run, load_sigma
+    from models.bayesian_vae import numpyro_model as nbv
+    from models.bayesian_vae.config import BayesConfig, softplus_inv
+
+    sigma = load_sigma(run_dir)
+    check(sigma is not None, f"{run_dir} is a plain VAE run (point-estimate decoder): "
+                             "--target weights needs a Bayesian decoder, so train with "
+                             "'varbayes vae train --bayesian'")
+    run = load_run(run_dir, data_dir)
+    n = len(run.data.x_train)
+    check(n <= MAX_RUN_IMAGES,
+          f"{run_dir} was trained on {n} images: NUTS over the decoder weights and every "
+          f"latent is only practical for <= {MAX_RUN_IMAGES}; train a small Bayesian run "
+          "with --n-train, e.g. --n-train 100 --hidden 8 --latent 2")
+    meta = run.header["meta"]
+    config = run.vae.config
+    x, y = run.data.x_train, run.data.y_train
+    if run.data.binarize == "dynamic":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 43]))
+        x = datasets.dynamic_binarize(x, rng)
+    x, c = arrays_for(config, x, y)
+    weights = run.mod.weights(run.vae)
+    rho = {k: softplus_inv(v).astype(np.float32) for k, v in sigma.items()}
+    trained = nbv.build(config, BayesConfig.from_dict(meta["bayes"]),
+                        {k: np.asarray(v) for k, v in weights.items()}, rho)
+    return nuts_vs_q(trained, x, c, num_chains=num_chains, num_warmup=num_warmup,
+                     num_samples=num_samples, max_tree_depth=max_tree_depth, seed=seed,
+                     progress_bar=progress_bar)
 
 
 def plot_overlay(result: WeightsPosterior, out: str | Path, n: int = 8) -> Path:

@@ -73,3 +73,51 @@ def test_bayesian_runs_are_recognized():
 
     assert is_bayesian({"meta": {"vae": {}, "bayes": {"prior_scale": 1.0}}})
     assert not is_bayesian({"meta": {"vae": {}, "run": {}}})
+
+
+@pytest.fixture(scope="module")
+def bayes_run(tmp_path_factory) -> Path:
+    """A tiny Pyro Bayesian-decoder run: --target weights goes through the NumPyro twin."""
+    out = tmp_path_factory.mktemp("mcmc-bayes") / "run"
+    assert main(["vae", "train", "--bayesian", "--backend", "pyro", "--n-train", "12",
+                 "--n-test", "12", "--hidden", "3", "--latent", "2", "--batch-size", "12",
+                 "--epochs", "2", "--init-sigma", "0.05", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_mcmc_weights_on_a_bayesian_run(bayes_run, tmp_path, capsys):
+    from inference.commands.vae import load_sigma
+    from inference.svi import load_checkpoint
+
+    out = tmp_path / "w"
+    assert main(["mcmc", str(bayes_run), "--target", "weights", "--chains", "1", "--warmup",
+                 "30", "--samples", "40", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["target"] == "weights" and m["n_images"] == 12
+    assert m["n_weights"] == 2 * 3 + 3 + 3 * 64 + 64
+    assert m["out_bias_sd_ratio_median"] > 0 and 0 <= m["predictive_pixel_abs_diff"] < 1
+    nuts = load_inferencedata(out / "posterior.nc")
+    assert nuts.posterior["theta.dec.out.bias"].shape == (1, 40, 64)
+    assert nuts.posterior["z"].shape == (1, 40, 12, 2)
+    # the SVI draws are the run's own q(θ): their means sit at its μ within MC error
+    svi = load_inferencedata(out / "svi_posterior.nc")
+    arrays, _ = load_checkpoint(bayes_run / "checkpoint.npz")
+    sigma = load_sigma(bayes_run)["dec.out.bias"]
+    mu = arrays["export/dec.out.bias"]
+    draws = svi.posterior["theta.dec.out.bias"].values.reshape(-1, 64)
+    assert np.all(np.abs(draws.mean(0) - mu) < 5 * sigma / np.sqrt(40) + 1e-6)
+    for name in ("trace", "rank", "forest", "energy", "weights_marginals"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    assert main(["mcmc", str(bayes_run), "--out", str(tmp_path / "l"), "--quiet"]) == 2
+    assert "use --target weights" in capsys.readouterr().err
+
+
+def test_mcmc_weights_refuses_a_large_run(tmp_path, capsys):
+    run = tmp_path / "big"
+    assert main(["vae", "train", "--bayesian", "--n-train", "501", "--n-test", "10",
+                 "--hidden", "3", "--latent", "2", "--epochs", "1", "--out", str(run),
+                 "--quiet"]) == 0
+    assert main(["mcmc", str(run), "--target", "weights", "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on 501 images" in err and "--n-train" in err and "\n" not in err
