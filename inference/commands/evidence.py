@@ -156,6 +156,89 @@ def _ais_figure(out: Path, results: dict[int, Any], others: dict[str, float]) ->
     save_figure(fig, out / "ais_vs_steps.png")
 
 
+def theta_runs(run: Any, run_dir: Path, n_theta: int, seed: int) -> list[Any]:
+    """``[run]`` for a point-estimate decoder; for a ``--bayesian`` run, ``n_theta`` copies
+    of it whose decoders are draws θ_s ~ q(θ) (shared by all estimators and datapoints)."""
+    from inference.commands.vae import load_sigma
+    from models.bayesian_vae.predictive import decoder_draws
+
+    sigma = load_sigma(run_dir)
+    if sigma is None:
+        return [run]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 37]))
+    vaes = decoder_draws(run.mod, run.vae.config, run.mod.weights(run.vae), sigma, n_theta, rng)
+    return [run._replace(vae=v) for v in vaes]
+
+
+def _compute(run: Any, names: list[str], args: argparse.Namespace, ks: list[int],
+             steps: list[int], ais_opts: Any, hmc_opts: Any, seed: int) -> dict[str, Any]:
+    """Every requested estimator for one (point-estimate) decoder: name -> result."""
+    batches = vae_batches(run, args.n_data, args.batch_size)
+    t0 = time.perf_counter()
+    res = evidence.importance_sampling(run.mod.model, run.mod.guide, batches, args.k,
+                                       backend=run.header["backend"], chunk=args.chunk,
+                                       seed=seed, prefix_ks=ks,
+                                       progress=lambda b: progress(b, desc="evidence"))
+    got: dict[str, Any] = {"is": res, "is_seconds": time.perf_counter() - t0}
+    if "quadrature" in names:
+        got["quadrature"] = _vae_quadrature(run, batches)
+    if "ais" in names:
+        got["ais"] = _run_ais(run, batches, steps, ais_opts, seed)
+    if "hmc" in names:
+        got["hmc"] = _vae_hmc(run, batches, hmc_opts, seed)
+    return got
+
+
+def _lme(arrays: list[np.ndarray]) -> np.ndarray:
+    """log-mean-exp over θ draws, per datapoint."""
+    return evidence.log_mean_exp(np.stack(arrays), axis=0)
+
+
+def _combine_theta(parts: list[dict[str, Any]]
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Combine per-θ results: log p̂(x) = log-mean-exp over θ_s of log p̂(x|θ_s), the
+    estimate of log E_q(θ)[p(x|θ)] (joint importance sampling over θ and z for ``is``); the
+    ELBO is averaged over θ. Also returns name -> the average over θ_s of log p̂(x|θ_s), an
+    estimate of E_q(θ)[log p(x|θ)]. One part is returned unchanged."""
+    if len(parts) == 1:
+        return parts[0], {}
+    first = parts[0]
+    isr = [p["is"] for p in parts]
+    got: dict[str, Any] = {
+        "is": first["is"]._replace(
+            log_px=_lme([r.log_px for r in isr]),
+            elbo=np.mean([r.elbo for r in isr], axis=0),
+            elbo_stderr=np.mean([r.elbo_stderr for r in isr], axis=0),
+            ess=np.mean([r.ess for r in isr], axis=0), khat=np.max([r.khat for r in isr], 0),
+            seconds=sum(r.seconds for r in isr),
+            prefix={j: _lme([r.prefix[j] for r in isr]) for j in first["is"].prefix}),
+        "is_seconds": sum(p["is_seconds"] for p in parts)}
+    average = {"is": np.mean([r.log_px for r in isr], axis=0)}
+    if "quadrature" in first:
+        qs = [p["quadrature"] for p in parts]
+        got["quadrature"] = evidence.QuadratureResult(
+            _lme([q.log_px for q in qs]), np.max([q.refinement for q in qs], axis=0),
+            sum(q.seconds for q in qs))
+        average["quadrature"] = np.mean([q.log_px for q in qs], axis=0)
+    if "ais" in first:
+        got["ais"] = {}
+        for T, r0 in first["ais"].items():
+            rs = [p["ais"][T] for p in parts]
+            got["ais"][T] = r0._replace(log_px=_lme([r.log_px for r in rs]),
+                                        stderr=np.mean([r.stderr for r in rs], axis=0),
+                                        accept=np.mean([r.accept for r in rs], axis=0),
+                                        seconds=sum(r.seconds for r in rs))
+        average["ais"] = np.mean([p["ais"][max(first["ais"])].log_px for p in parts], axis=0)
+    if "hmc" in first:
+        hs = [p["hmc"] for p in parts]
+        got["hmc"] = hs[0]._replace(log_px=_lme([h.log_px for h in hs]),
+                                    stderr=np.mean([h.stderr for h in hs], axis=0),
+                                    accept=float(np.mean([h.accept for h in hs])),
+                                    seconds=sum(h.seconds for h in hs))
+        average["hmc"] = np.mean([h.log_px for h in hs], axis=0)
+    return got, average
+
+
 def load_target(run_dir: Path, data_dir: str | None) -> Any:
     """The run to evaluate, by run type. Only VAE runs (``varbayes vae train``) exist now; a
     new run type adds a branch here returning an object with the same fields as
@@ -179,26 +262,27 @@ def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
         steps, ais_opts = _ais_options(args)
     if "hmc" in names:
         hmc_opts = _hmc_options(args)
+    check(args.n_theta >= 1, f"--n-theta must be >= 1, got {args.n_theta}")
     run_dir = Path(args.run_dir)
     run = load_target(run_dir, args.data_dir)
     out = out_dir(args.out)
-    batches = vae_batches(run, args.n_data, args.batch_size)
     backend = run.header["backend"]
-    mod = run.mod
     ks = [j for j in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if j < args.k]
-    t0 = time.perf_counter()
-    res = evidence.importance_sampling(mod.model, mod.guide, batches, args.k, backend=backend,
-                                       chunk=args.chunk, seed=args.seed, prefix_ks=ks,
-                                       progress=lambda b: progress(b, desc="evidence"))
-    seconds = time.perf_counter() - t0
+    runs = theta_runs(run, run_dir, args.n_theta, args.seed)
+    parts = [_compute(r, names, args, ks, steps if "ais" in names else [],
+                      ais_opts if "ais" in names else None,
+                      hmc_opts if "hmc" in names else None, seed=args.seed + s)
+             for s, r in enumerate(runs)]
+    got, average = _combine_theta(parts)
+    res, seconds = got["is"], got["is_seconds"]
+    quad, ais_res, hmc_res = got.get("quadrature"), got.get("ais"), got.get("hmc")
     n = len(res.log_px)
-    if "quadrature" in names:
-        quad = _vae_quadrature(run, batches)
-    if "ais" in names:
-        ais_res = _run_ais(run, batches, steps, ais_opts, args.seed)
-    if "hmc" in names:
-        hmc_res = _vae_hmc(run, batches, hmc_opts, args.seed)
     metrics: dict[str, Any] = {"n_data": n, "k": args.k, "backend": backend}
+    if len(runs) > 1:
+        metrics.update({"bayesian": True, "n_theta": len(runs)})
+        for name, v in average.items():
+            if name in names:
+                metrics[f"{name}_average"], metrics[f"{name}_average_stderr"] = _mean_se(v)
     if "is" in names:
         metrics["is"], metrics["is_stderr"] = _mean_se(res.log_px)
         metrics["is_seconds"] = seconds
@@ -235,7 +319,9 @@ def _evidence(args: argparse.Namespace, verbose: bool = True) -> int:
     if "ais" in names:
         _ais_figure(out, ais_res, {n: metrics[n] for n in ("is", "elbo", "quadrature")
                                    if n in names})
-    lines = [f"evidence on {n} test points of {run_dir} ({backend}, K={args.k}):"]
+    lines = [f"evidence on {n} test points of {run_dir} ({backend}, K={args.k}"
+             + (f", {len(runs)} draws θ ~ q(θ): log E_q(θ) p(x|θ); ELBO averaged over θ):"
+                if len(runs) > 1 else "):")]
     for name in names:
         lines.append(f"  {name:<5} {metrics[name]:.3f} ± {metrics[name + '_stderr']:.3f} nats "
                      f"per datapoint ({metrics[name + '_seconds']:.1f} s)")
@@ -294,6 +380,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hmc-samples", type=int, default=1000,
                    help="hmc (AEVB appendix D): posterior draws per datapoint")
     p.add_argument("--hmc-warmup", type=int, default=200, help="hmc: adapting transitions")
+    p.add_argument("--n-theta", type=int, default=10,
+                   help="--bayesian runs: decoder draws θ ~ q(θ); every estimator then "
+                        "estimates log E_q(θ) p(x|θ) (and <name>_average E_q(θ) log p(x|θ))")
     add_common(p)
     add_data_dir(p)
     p.set_defaults(func=_evidence)

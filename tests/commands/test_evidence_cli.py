@@ -137,3 +137,28 @@ def test_bad_ais_and_hmc_options(argv, match, tmp_path, capsys):
     assert main(["evidence", str(tmp_path), "--out", str(tmp_path / "o"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
+
+
+def test_evidence_on_a_bayesian_run_averages_over_theta(tmp_path):
+    """θ ~ q(θ): each estimator gives log E_q(θ) p(x|θ) (log-mean-exp over θ draws) and
+    E_q(θ) log p(x|θ) (``_average``); Jensen orders them, and the ELBO sits below both."""
+    run = tmp_path / "bayes"
+    assert main(["vae", "train", "--bayesian", "--init-sigma", "0.05", "--latent", "2",
+                 "--hidden", "16", "--n-train", "200", "--n-test", "12", "--epochs", "3",
+                 "--out", str(run), "--quiet"]) == 0
+    out = tmp_path / "ev"
+    assert main(["evidence", str(run), "--estimators", "elbo,is,quadrature", "--k", "300",
+                 "--n-theta", "4", "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["bayesian"] is True and m["n_theta"] == 4 and m["n_data"] == 12
+    assert m["quadrature"] >= m["quadrature_average"] and m["is"] >= m["is_average"]
+    assert m["quadrature"] - m["quadrature_average"] > 1e-3  # the θ draws differ
+    assert abs(m["is_average"] - m["quadrature_average"]) < 0.1
+    assert abs(m["is"] - m["quadrature"]) < 0.1
+    assert m["elbo"] < m["quadrature_average"]
+    plain = tmp_path / "plain"
+    assert main(["vae", "train", "--latent", "2", "--hidden", "16", "--n-train", "200",
+                 "--n-test", "12", "--epochs", "1", "--out", str(plain), "--quiet"]) == 0
+    assert main(["evidence", str(plain), "--estimators", "is", "--k", "10", "--n-theta", "4",
+                 "--out", str(tmp_path / "ev2"), "--quiet"]) == 0
+    assert "bayesian" not in json.loads((tmp_path / "ev2" / "metrics.json").read_text())
