@@ -20,12 +20,14 @@ from inference.ais import (
     AISOptions,
     AISResult,
     _finish,
+    _unflatten,
     check_options,
     latent_sites,
     schedule,
     split_terms,
 )
 from inference.errors import check
+from inference.evidence import pyro_particle_plate
 
 TorchDensity = Callable[[Any], Any]
 """z (C, M, d) tensor -> (C, M) tensor."""
@@ -121,29 +123,10 @@ def pyro_densities(model: Callable[..., None], guide: Callable[..., None], args:
     tr = pyro.poutine.trace(model).get_trace(*args, **kwargs)
     sites = latent_sites(tr.nodes.values(), plate)
     names = [n for n, _ in sites]
-    nesting = max([-f.dim for s in tr.nodes.values() if s["type"] == "sample"
-                   for f in s["cond_indep_stack"]] or [0])
-    dim = -(nesting + 1)
-
-    def vec(fn: Callable[..., None]) -> Callable[..., None]:
-        def wrapped(*a: Any, **kw: Any) -> None:
-            with pyro.plate("_particles", chains, dim=dim):
-                fn(*a, **kw)
-        return wrapped
-
-    def reduce(lp: Any, plate_dim: int) -> Any:
-        while lp.dim() < -dim:
-            lp = lp.unsqueeze(0)
-        lp = torch.movedim(torch.movedim(lp, plate_dim, -1), dim, 0)
-        return lp.expand(chains, *lp.shape[1:]).reshape(chains, -1, lp.shape[-1]).sum(1)
+    vec, reduce = pyro_particle_plate(tr.nodes.values(), chains)
 
     def unflatten(z: Any) -> dict[str, Any]:
-        out, i = {}, 0
-        for name, shape in sites:
-            n = int(np.prod(shape, dtype=np.int64))
-            out[name] = z[..., i:i + n].reshape(*z.shape[:-1], *shape)
-            i += n
-        return out
+        return _unflatten(z, sites)
 
     def terms(fn: Callable[..., None], z: Any) -> tuple[Any, Any]:
         t = pyro.poutine.trace(pyro.poutine.condition(vec(fn), data=unflatten(z))).get_trace(

@@ -131,6 +131,35 @@ def numpyro_log_weights(model: Callable[..., None], guide: Callable[..., None], 
     return jax.vmap(one)(jax.random.split(key, k))
 
 
+def pyro_particle_plate(sites: Iterable[dict], n: int
+                        ) -> tuple[Callable[[Callable[..., None]], Callable[..., None]],
+                                   Callable[[Any, int], Any]]:
+    """Vectorize a Pyro model over ``n`` particles with an outer plate ``_particles`` placed
+    left of every plate among ``sites`` (a trace's nodes). Returns ``(vec, reduce)``:
+    ``vec(fn)`` wraps a model or guide, and ``reduce(log_prob, plate_dim)`` turns a site's
+    log-density into (n, M) per particle and datapoint, for :func:`_site_terms`."""
+    import pyro
+    import torch
+
+    nesting = max([-f.dim for s in sites if s["type"] == "sample"
+                   for f in s["cond_indep_stack"]] or [0])
+    dim = -(nesting + 1)
+
+    def vec(fn: Callable[..., None]) -> Callable[..., None]:
+        def wrapped(*a: Any, **kw: Any) -> None:
+            with pyro.plate("_particles", n, dim=dim):
+                fn(*a, **kw)
+        return wrapped
+
+    def reduce(lp: Any, plate_dim: int) -> Any:
+        while lp.dim() < -dim:
+            lp = lp.unsqueeze(0)
+        lp = torch.movedim(torch.movedim(lp, plate_dim, -1), dim, 0)
+        return lp.expand(n, *lp.shape[1:]).reshape(n, -1, lp.shape[-1]).sum(1)
+
+    return vec, reduce
+
+
 def pyro_log_weights(model: Callable[..., None], guide: Callable[..., None], k: int,
                      *args: Any, plate: str = "data", **kwargs: Any) -> np.ndarray:
     """(k, M) log p(x, z) - log q(z|x), the k draws vectorized by an outer particle plate."""
@@ -139,21 +168,7 @@ def pyro_log_weights(model: Callable[..., None], guide: Callable[..., None], k: 
 
     tr0 = pyro.poutine.trace(model).get_trace(*args, **kwargs)
     _site_terms(tr0.nodes.values(), plate, lambda lp, d: 0.0)  # refuse bad models up front
-    nesting = max([-f.dim for s in tr0.nodes.values() if s["type"] == "sample"
-                   for f in s["cond_indep_stack"]] or [0])
-    dim = -(nesting + 1)  # the particle plate sits left of every plate of the model
-
-    def vec(fn: Callable[..., None]) -> Callable[..., None]:
-        def wrapped(*a: Any, **kw: Any) -> None:
-            with pyro.plate("_particles", k, dim=dim):
-                fn(*a, **kw)
-        return wrapped
-
-    def reduce(lp: Any, plate_dim: int) -> Any:
-        while lp.dim() < -dim:
-            lp = lp.unsqueeze(0)
-        lp = torch.movedim(torch.movedim(lp, plate_dim, -1), dim, 0)
-        return lp.expand(k, *lp.shape[1:]).reshape(k, -1, lp.shape[-1]).sum(1)
+    vec, reduce = pyro_particle_plate(tr0.nodes.values(), k)
 
     with torch.no_grad():
         gtr = pyro.poutine.trace(vec(guide)).get_trace(*args, **kwargs)
