@@ -16,7 +16,8 @@ evaluation set and an atomic checkpoint. Evaluation runs in batches with the loc
 unscaled and every *global* sample site (one outside all plates, e.g. the decoder weights θ
 of the Bayesian VAE) scaled by B_b/n, so that over the n points of a set the global
 log p(θ) − log q(θ) is counted exactly once (not once per evaluation batch): the recorded
-``<name>_elbo`` is (Σᵢ localᵢ + global)/n. A resumed run continues exactly: the data order
+``<name>_elbo`` is (Σᵢ localᵢ + global)/n (with ``eval_global="drop"``, Σᵢ localᵢ/n).
+A resumed run continues exactly: the data order
 and the random draws of epoch e depend only on (seed, e) and the saved state, so it ends
 with the same parameters as an uninterrupted run. A non-finite loss stops the run with a
 :class:`TrainingDivergedError` error and leaves the last good checkpoint in place.
@@ -239,8 +240,8 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
         transform: Transform | None = None, checkpoint: str | Path | None = None,
         resume: bool = False, meta: Mapping[str, Any] | None = None,
         eval_hide: Sequence[str] = (),
-        export: Callable[[dict[str, Any]], Mapping[str, np.ndarray]] | None = None
-        ) -> FitResult:
+        export: Callable[[dict[str, Any]], Mapping[str, np.ndarray]] | None = None,
+        eval_global: str = "once") -> FitResult:
     """Train ``model``/``guide`` by minibatch SVI and return the params and the history.
 
     Parameters
@@ -258,11 +259,17 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     meta : JSON-able description of the model (e.g. its config) stored in and checked
         against the checkpoint.
     eval_hide : sites left out of the evaluated ELBO (e.g. a weight prior factor).
+    eval_global : ``once``: global sample sites (outside all plates) enter the evaluated
+        ELBO once per set; ``drop``: they are still drawn from the guide but left out, so
+        ``<name>_elbo`` is the per-datapoint local bound E_q[log p(x, z|θ) − log q(z|x)]
+        (e.g. the Bayesian VAE, whose KL(q(θ)‖p(θ)) is reported on its own).
     export : ``params -> {name: array}``, called at every checkpoint; its arrays are stored
         under ``export/<name>`` so that readers need not rebuild the optimizer state
         (e.g. the flat VAE weights for ``varbayes vae sample``).
     """
     check_options(options)
+    check(eval_global in ("once", "drop"), f"eval_global must be 'once' or 'drop', got "
+                                           f"{eval_global!r}")
     eval_sets = dict(eval_sets or {})
     meta = json.loads(json.dumps(dict(meta or {})))
     N = _n_rows(data, "training")
@@ -277,7 +284,7 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     runner = _pyro_runner if options.backend == "pyro" else _numpyro_runner
     return runner(model, guide, data, N, options, eval_sets, transform,
                   None if checkpoint is None else Path(checkpoint), saved, header, meta,
-                  tuple(eval_hide), export)
+                  tuple(eval_hide), export, eval_global == "once")
 
 
 def pyro_global_scale(fn: Callable[..., None], factor: float) -> Callable[..., None]:
@@ -455,7 +462,7 @@ def _check_params(store: Any, names: Sequence[str]) -> None:
 
 
 def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
-                 saved, header, meta, eval_hide, export):
+                 saved, header, meta, eval_hide, export, count_global):
     import pyro
     import torch
     from pyro import poutine
@@ -539,7 +546,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                 total = 0.0
                 for i in range(0, n, B):
                     batch = tensors(_take(arrays, slice(i, i + B)))
-                    f = len(batch[0]) / n  # global sites: once over the whole set
+                    f = len(batch[0]) / n if count_global else 0.0  # once over the set
                     total += eval_elbo.loss(pyro_global_scale(eval_model, f),
                                             pyro_global_scale(eval_guide, f), *batch)
                 scores[name] = -total / n
@@ -584,7 +591,7 @@ def numpyro_svi(model: Callable[..., None], guide: Callable[..., None],
 
 
 def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
-                    saved, header, meta, eval_hide, export):
+                    saved, header, meta, eval_hide, export, count_global):
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
@@ -644,7 +651,7 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
             total = 0.0
             for j, i in enumerate(range(0, n, B)):
                 batch = jarr(_take(arrays, slice(i, i + B)))
-                f = jnp.float32(len(batch[0]) / n)  # global sites: once over the whole set
+                f = jnp.float32(len(batch[0]) / n if count_global else 0.0)  # once per set
                 total += float(eval_loss(params, jax.random.fold_in(key, j), f, *batch))
             scores[name] = -total / n
         return scores

@@ -248,8 +248,16 @@ def test_evaluation_counts_global_sites_once(backend):
         r = fit(model, guide, (x,), options=options, eval_sets={"all": (x,)})
         scores.append(r.history["all_elbo"][0])
     t, z = 0.5, 0.3 * x.astype(np.float64)
-    exact = (norm.logpdf(x, z, 1).sum() + norm.logpdf(z, t, 1).sum() + norm.logpdf(t)) / 12
+    local = (norm.logpdf(x, z, 1).sum() + norm.logpdf(z, t, 1).sum()) / 12
+    exact = local + norm.logpdf(t) / 12
     np.testing.assert_allclose(scores, exact, rtol=0, atol=1e-4)
+    # eval_global="drop": θ still comes from the guide (t = 0.5), its own terms are left out
+    options = SVIOptions(backend=backend, epochs=1, batch_size=12, lr=1e-12, eval_batch_size=5,
+                         jit=False)
+    r = fit(model, guide, (x,), options=options, eval_sets={"all": (x,)}, eval_global="drop")
+    assert r.history["all_elbo"][0] == pytest.approx(local, abs=1e-4)
+    with pytest.raises(VarbayesError, match="eval_global"):
+        fit(model, guide, (x,), options=options, eval_global="twice")
 
 
 def test_pyro_params_created_late_are_refused():
