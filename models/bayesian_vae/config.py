@@ -97,3 +97,14 @@ def sample_theta(loc: dict[str, np.ndarray], sigma: dict[str, np.ndarray],
     """One draw θ ~ q(θ) as float32 numpy arrays."""
     return {k: (loc[k] + sigma[k] * rng.standard_normal(loc[k].shape)).astype(np.float32)
             for k in loc}
+
+
+def variational_params(config: VAEConfig, bayes: BayesConfig,
+                       weights: dict[str, np.ndarray] | None, rho: dict[str, np.ndarray] | None,
+                       seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(μ, ρ) of q(θ) per decoder weight name (float32): μ from the flat VAE ``weights``
+    and ``rho`` where given, else fresh from :func:`init_variational` with ``seed``."""
+    validate(bayes)
+    loc0, rho0 = init_variational(config, bayes, seed)
+    loc = loc0 if weights is None else {k: np.asarray(weights[k], np.float32) for k in loc0}
+    return loc, (rho0 if rho is None else {k: np.asarray(rho[k], np.float32) for k in rho0})

@@ -24,11 +24,10 @@ from numpyro.contrib.module import eqx_module
 
 from models.bayesian_vae.config import (
     BayesConfig,
-    init_variational,
     site,
     softplus,
     theta_shapes,
-    validate,
+    variational_params,
 )
 from models.vae import numpyro_model as vae_model
 from models.vae.config import VAEConfig
@@ -54,12 +53,9 @@ class BayesianVAE(NamedTuple):
 def build(config: VAEConfig, bayes: BayesConfig, weights: dict[str, np.ndarray] | None = None,
           rho: dict[str, np.ndarray] | None = None, seed: int = 0) -> BayesianVAE:
     """From flat VAE ``weights`` (encoder and μ of the decoder) and ``rho``, or fresh."""
-    validate(bayes)
-    loc0, rho0 = init_variational(config, bayes, seed)
+    loc, rho = variational_params(config, bayes, weights, rho, seed)
     vae = vae_model.build(config, weights, seed)
-    loc = loc0 if weights is None else {k: np.asarray(weights[k], np.float32) for k in loc0}
-    return BayesianVAE(config, bayes, vae.encoder, vae.decoder, loc,
-                       rho0 if rho is None else {k: np.asarray(rho[k], np.float32) for k in rho0})
+    return BayesianVAE(config, bayes, vae.encoder, vae.decoder, loc, rho)
 
 
 def decode_with(bvae: BayesianVAE, theta: dict[str, jax.Array], z: jax.Array,
