@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from inference.errors import check
 from inference.io import out_dir, save_figure, write_metrics
 
 
@@ -112,6 +111,7 @@ def _compare(args: argparse.Namespace, verbose: bool = True) -> int:
     from inference import report
     from inference.commands.mcmc import (
         analyse_latent,
+        check_nuts_options,
         check_run_header,
         pair_coords,
         write_latent_outputs,
@@ -120,10 +120,7 @@ def _compare(args: argparse.Namespace, verbose: bool = True) -> int:
     from inference.diagnostics import plot_diagnostics
     from inference.mcmc import save_inferencedata
 
-    check(args.samples >= 1, f"--samples must be >= 1, got {args.samples}")
-    check(args.warmup >= 0, f"--warmup must be >= 0, got {args.warmup}")
-    check(args.chains >= 1, f"--chains must be >= 1, got {args.chains}")
-    check(args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
+    check_nuts_options(args)
     couplings = _floats(args.ising_couplings, "--ising-couplings")
     variants = [Path(v) for v in args.variants.split(",") if v.strip()]
     run_dir = Path(args.run_dir)
@@ -214,6 +211,7 @@ def _compare(args: argparse.Namespace, verbose: bool = True) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``varbayes compare``."""
     from inference.cli import add_common, add_data_dir
+    from inference.commands.mcmc import add_nuts_options
 
     p = sub.add_parser("compare", help="SVI vs NUTS on a trained run: one Markdown report",
                        description="Compare a trained VAE run's amortized q(z|x) with NUTS "
@@ -226,10 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ising-couplings", default="0,0.5,1", metavar="J[,J]",
                    help="Ising couplings to compare on a small denoising task (default "
                         "0,0.5,1; empty to skip)")
-    p.add_argument("--n-data", type=int, default=6, help="test images (default 6)")
-    p.add_argument("--chains", type=int, default=2, help="NUTS chains (default 2)")
-    p.add_argument("--warmup", type=int, default=300, help="warmup steps per chain")
-    p.add_argument("--samples", type=int, default=500, help="kept draws per chain")
+    add_nuts_options(p, n_data=6, chains=2, warmup=300, samples=500)
     add_common(p)
     add_data_dir(p)
     p.set_defaults(func=_compare)

@@ -150,13 +150,28 @@ def write_latent_outputs(res: LatentAnalysis, out: Path, prefix: str = "") -> li
     return paths
 
 
-def _mcmc(args: argparse.Namespace, verbose: bool = True) -> int:
-    from inference.commands.vae import load_run
+def add_nuts_options(p: argparse.ArgumentParser, *, n_data: int, chains: int, warmup: int,
+                     samples: int) -> None:
+    """``--n-data --chains --warmup --samples`` with these defaults (mcmc and compare)."""
+    p.add_argument("--n-data", type=int, default=n_data,
+                   help=f"test images (latent target; default {n_data})")
+    p.add_argument("--chains", type=int, default=chains, help=f"chains (default {chains})")
+    p.add_argument("--warmup", type=int, default=warmup, help="warmup steps per chain")
+    p.add_argument("--samples", type=int, default=samples, help="kept draws per chain")
 
+
+def check_nuts_options(args: argparse.Namespace) -> None:
+    """One-line errors for the options of :func:`add_nuts_options`."""
     check(args.samples >= 1, f"--samples must be >= 1, got {args.samples}")
     check(args.warmup >= 0, f"--warmup must be >= 0, got {args.warmup}")
     check(args.chains >= 1, f"--chains must be >= 1, got {args.chains}")
     check(args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
+
+
+def _mcmc(args: argparse.Namespace, verbose: bool = True) -> int:
+    from inference.commands.vae import load_run
+
+    check_nuts_options(args)
     run_dir = Path(args.run_dir)
     header = check_run_header(run_dir)
     if args.target == "weights":
@@ -236,10 +251,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'varbayes vae train'")
     p.add_argument("--target", choices=TARGETS, default="latent",
                    help="latent: p(z|x) for test images; weights: a --bayesian run's decoder")
-    p.add_argument("--n-data", type=int, default=4, help="test images (latent; default 4)")
-    p.add_argument("--chains", type=int, default=4, help="chains (default 4)")
-    p.add_argument("--warmup", type=int, default=500, help="warmup steps per chain")
-    p.add_argument("--samples", type=int, default=500, help="kept draws per chain")
+    add_nuts_options(p, n_data=4, chains=4, warmup=500, samples=500)
     add_common(p)
     add_data_dir(p)
     p.set_defaults(func=_mcmc)
