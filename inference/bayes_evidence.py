@@ -21,15 +21,32 @@ point-estimate decoder, so the same function scores both kinds of run on equal t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from inference.errors import check
-from inference.evidence import effective_sample_size, log_mean_exp
+from inference.evidence import importance_sampling, log_mean_exp
 from models.bayesian_vae.predictive import decoder_draws
 
-LOG_2PI = float(np.log(2 * np.pi))
+
+def theta_vaes(mod: Any, vae: Any, sigma: dict[str, np.ndarray] | None, n_theta: int,
+               seed: int) -> list[Any]:
+    """``[vae]`` for a point-estimate decoder (``sigma`` None); else ``n_theta`` copies of
+    it whose decoders are draws θ_s ~ N(μ, σ²) = q(θ), μ being ``vae``'s decoder."""
+    if sigma is None:
+        return [vae]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 37]))
+    return decoder_draws(mod, vae.config, mod.weights(vae), sigma, n_theta, rng)
+
+
+def joint_ess(log_px: np.ndarray, ess: np.ndarray, k: int) -> np.ndarray:
+    """ESS of the S·K pooled weights from per-θ IS results: ``log_px`` (S, N) = log of the
+    mean of each θ's K weights and ``ess`` (S, N) = (Σw)²/Σw² of each; returns (N,)."""
+    log_sum = np.log(k) + log_px  # log Σ_k w_sk
+    log_sq = 2 * log_sum - np.log(ess)  # log Σ_k w_sk²
+    return np.exp(2 * log_mean_exp(log_sum, axis=0) - log_mean_exp(log_sq, axis=0)
+                  + np.log(len(log_px)))
 
 
 class BayesEvidence(NamedTuple):
@@ -51,23 +68,6 @@ class BayesEvidence(NamedTuple):
     """Whether the run had a q(θ)."""
 
 
-def _log_normal(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    return np.sum(-0.5 * ((z - mu) / sigma) ** 2 - np.log(sigma) - 0.5 * LOG_2PI, axis=-1)
-
-
-def log_weights(vmod, vae, x: np.ndarray, k: int, rng: np.random.Generator,
-                c: np.ndarray | None = None, chunk: int = 50) -> np.ndarray:
-    """(K, N) log w = log p(x|z) + log p(z) − log q(z|x), z ~ q(z|x), for one VAE."""
-    mu, sigma = vmod.encode(vae, x, c)
-    out = []
-    for start in range(0, k, chunk):
-        m = min(chunk, k - start)
-        z = (mu + sigma * rng.standard_normal((m, *mu.shape))).astype(np.float32)
-        ll = vmod.log_likelihood(vae, x, z, c).sum(-1)  # (m, N)
-        out.append(ll + _log_normal(z, 0.0, 1.0) - _log_normal(z, mu, sigma))
-    return np.concatenate(out).astype(np.float64)
-
-
 def bayesian_log_evidence(run_dir: str | Path, x: np.ndarray, k: int = 100,
                           n_theta: int = 10, seed: int = 0, c: np.ndarray | None = None,
                           batch_size: int = 500) -> BayesEvidence:
@@ -82,6 +82,7 @@ def bayesian_log_evidence(run_dir: str | Path, x: np.ndarray, k: int = 100,
     seed : seeds the θ and z draws.
     c : (N, C) conditioning vectors of a conditional run, else None.
     """
+    from inference.commands.evidence import batches_for
     from inference.commands.vae import CHECKPOINT, backend_module, load_sigma
     from inference.svi import load_checkpoint
     from models.vae.config import VAEConfig
@@ -95,18 +96,14 @@ def bayesian_log_evidence(run_dir: str | Path, x: np.ndarray, k: int = 100,
     weights = {n[len("export/"):]: v for n, v in arrays.items()
                if n.startswith("export/") and not n.startswith("export/sigma/")}
     sigma = load_sigma(run_dir)
-    vmod = backend_module(header["backend"])
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 31]))
-    vaes = decoder_draws(vmod, config, weights, sigma, n_theta, rng)
-    per_theta, joint_lmx, ess = [], [], []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        cb = None if c is None else c[i:i + batch_size]
-        lw = np.stack([log_weights(vmod, v, xb, k, rng, cb) for v in vaes])  # (S, K, N)
-        per_theta.append(log_mean_exp(lw, axis=1))
-        flat = lw.reshape(-1, lw.shape[-1])
-        joint_lmx.append(log_mean_exp(flat, axis=0))
-        ess.append(effective_sample_size(flat))
-    pt = np.concatenate(per_theta, axis=1)
-    return BayesEvidence(np.concatenate(joint_lmx), pt.mean(0), pt, np.concatenate(ess), k,
-                         len(vaes), sigma is not None)
+    backend = header["backend"]
+    mod = backend_module(backend)
+    vaes = theta_vaes(mod, mod.build(config, weights), sigma, n_theta, seed)
+    results = [importance_sampling(mod.model, mod.guide,
+                                   batches_for(v, backend, x, c, batch_size), k,
+                                   backend=backend, seed=seed + s)
+               for s, v in enumerate(vaes)]
+    pt = np.stack([r.log_px for r in results])  # (S, N)
+    ess = joint_ess(pt, np.stack([r.ess for r in results]), k)
+    return BayesEvidence(log_mean_exp(pt, axis=0), pt.mean(0), pt, ess, k, len(vaes),
+                         sigma is not None)

@@ -18,14 +18,11 @@ from inference.io import out_dir, progress, save_figure, write_metrics
 ESTIMATORS = ("elbo", "is", "ais", "hmc", "quadrature")
 
 
-def vae_batches(run: Any, n_data: int | None, batch_size: int) -> list[evidence.Batch]:
-    """``(args, kwargs)`` batches of the run's test set for its model and guide."""
-    from inference.commands.vae import arrays_for
-
-    x, y = run.data.x_test, run.data.y_test
-    n = len(x) if n_data is None else min(int(n_data), len(x))
-    x, c = arrays_for(run.vae.config, x[:n], None if y is None else y[:n])
-    if run.header["backend"] == "pyro":
+def batches_for(vae: Any, backend: str, x: np.ndarray, c: np.ndarray | None,
+                batch_size: int) -> list[evidence.Batch]:
+    """``(args, kwargs)`` batches of (N, D) points ``x`` (and conditioning ``c``) for a VAE
+    model and guide ``(vae, x, c)`` of ``backend``."""
+    if backend == "pyro":
         import torch
 
         arr = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
@@ -33,8 +30,18 @@ def vae_batches(run: Any, n_data: int | None, batch_size: int) -> list[evidence.
         import jax.numpy as jnp
 
         arr = lambda a: None if a is None else jnp.asarray(a, dtype=jnp.float32)  # noqa: E731
-    return [((run.vae, arr(x[i:i + batch_size]), arr(None if c is None else c[i:i + batch_size])),
-             {}) for i in range(0, n, batch_size)]
+    return [((vae, arr(x[i:i + batch_size]), arr(None if c is None else c[i:i + batch_size])),
+             {}) for i in range(0, len(x), batch_size)]
+
+
+def vae_batches(run: Any, n_data: int | None, batch_size: int) -> list[evidence.Batch]:
+    """``(args, kwargs)`` batches of the run's test set for its model and guide."""
+    from inference.commands.vae import arrays_for
+
+    x, y = run.data.x_test, run.data.y_test
+    n = len(x) if n_data is None else min(int(n_data), len(x))
+    x, c = arrays_for(run.vae.config, x[:n], None if y is None else y[:n])
+    return batches_for(run.vae, run.header["backend"], x, c, batch_size)
 
 
 def _mean_se(v: np.ndarray) -> tuple[float, float]:
@@ -159,15 +166,11 @@ def _ais_figure(out: Path, results: dict[int, Any], others: dict[str, float]) ->
 def theta_runs(run: Any, run_dir: Path, n_theta: int, seed: int) -> list[Any]:
     """``[run]`` for a point-estimate decoder; for a ``--bayesian`` run, ``n_theta`` copies
     of it whose decoders are draws θ_s ~ q(θ) (shared by all estimators and datapoints)."""
+    from inference.bayes_evidence import theta_vaes
     from inference.commands.vae import load_sigma
-    from models.bayesian_vae.predictive import decoder_draws
 
-    sigma = load_sigma(run_dir)
-    if sigma is None:
-        return [run]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 37]))
-    vaes = decoder_draws(run.mod, run.vae.config, run.mod.weights(run.vae), sigma, n_theta, rng)
-    return [run._replace(vae=v) for v in vaes]
+    return [run._replace(vae=v)
+            for v in theta_vaes(run.mod, run.vae, load_sigma(run_dir), n_theta, seed)]
 
 
 def _compute(run: Any, names: list[str], args: argparse.Namespace, ks: list[int],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from inference.bayes_evidence import bayesian_log_evidence, log_weights
+from inference.bayes_evidence import bayesian_log_evidence, joint_ess
 from inference.cli import main
 from inference.errors import VarbayesError
 
@@ -43,8 +43,12 @@ def test_is_over_z_matches_quadrature(runs):
     run = load_run(runs["map"])
     x = run.data.x_test[:10]
     exact = _quadrature(run.mod, run.vae, x)
-    lw = log_weights(run.mod, run.vae, x, 4000, np.random.default_rng(0))
-    est = logsumexp(lw, axis=0) - np.log(len(lw))
+    from inference.commands.evidence import batches_for
+    from inference.evidence import importance_sampling
+
+    est = importance_sampling(run.mod.model, run.mod.guide,
+                              batches_for(run.vae, "pyro", x, None, 500), 4000,
+                              backend="pyro", seed=0).log_px
     assert np.abs(est - exact).mean() < 0.05, (est - exact)
     e = bayesian_log_evidence(runs["map"], x, k=4000, n_theta=7, seed=0)
     assert e.n_theta == 1 and not e.bayesian
@@ -65,6 +69,17 @@ def test_bayesian_run_predictive_and_average(runs):
     assert np.all(np.isfinite(e.predictive)) and np.all(e.ess >= 1)
     assert e.per_theta.std(0).mean() > 0  # different θ draws give different scores
     np.testing.assert_allclose(e.average, e.per_theta.mean(0))
+
+
+def test_joint_ess_pools_the_per_theta_weights():
+    """The pooled ESS from per-θ (log mean, ESS) pairs equals the ESS of all S·K weights."""
+    lw = np.random.default_rng(0).normal(0, 2, size=(5, 30, 4))  # (S, K, N) log weights
+    log_px = logsumexp(lw, axis=1) - np.log(30)
+    w = np.exp(lw)
+    ess = w.sum(1) ** 2 / (w**2).sum(1)
+    flat = w.reshape(-1, 4)
+    np.testing.assert_allclose(joint_ess(log_px, ess, 30),
+                               flat.sum(0) ** 2 / (flat**2).sum(0), rtol=1e-10)
 
 
 def test_bad_k(runs):
