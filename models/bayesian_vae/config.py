@@ -1,8 +1,8 @@
 """What both Bayesian-VAE backends share: the prior and guide settings, the θ layout,
 the initial variational parameters and the closed-form KL(q(θ) ‖ p(θ)).
 
-θ is every decoder weight and bias of :func:`models.vae.config.weight_shapes` (the ``dec.*``
-entries). Each is one sample site ``theta.<name>`` (e.g. ``theta.dec.0.weight``) with the
+θ is every decoder weight and bias of :func:`varbayes.models.vae.config.weight_shapes` (the
+``dec.*`` entries). Each is one sample site ``theta.<name>`` (e.g. ``theta.dec.0.weight``) with the
 prior N(0, s²) per entry, and the guide q(θ) = Π N(μ, σ²) with σ = softplus(ρ), stored as
 the params ``theta.<name>.loc`` and ``theta.<name>.rho``. Nothing here imports torch or JAX.
 """
@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference.errors import check
-from models.vae.config import VAEConfig, init_weights, weight_shapes
+from varbayes.models.errors import check
+from varbayes.models.vae.config import VAEConfig, init_weights, weight_shapes
 
 
 class BayesConfig(NamedTuple):
@@ -68,8 +68,8 @@ def init_variational(config: VAEConfig, bayes: BayesConfig, seed: int
                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Initial (μ, ρ) of q(θ), float32 dicts keyed by decoder weight name.
 
-    μ is the VAE's initial decoder (:func:`models.vae.config.init_weights`), so the Bayesian
-    and the MAP VAE start from the same weights; σ = softplus(ρ) = ``bayes.init_sigma``.
+    μ is the VAE's initial decoder (:func:`varbayes.models.vae.config.init_weights`), so the
+    Bayesian and the MAP VAE start from the same weights; σ = softplus(ρ) = ``bayes.init_sigma``.
     """
     w = init_weights(config, seed)
     rho = np.float32(softplus_inv(bayes.init_sigma))

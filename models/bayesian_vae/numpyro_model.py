@@ -1,6 +1,6 @@
 """The Bayesian VAE as a NumPyro model+guide pair (Kingma & Welling 2013, appendix F).
 
-The mirror image of :mod:`models.bayesian_vae.pyro_model`: the same names, the signature
+The mirror image of :mod:`.pyro_model`: the same names, the signature
 ``(bvae, x, c=None, n_data=None)`` and the same sites in the same order
 
 - model: ``theta.dec.*`` (prior N(0, s²) per entry), ``z``, ``x``;
@@ -22,16 +22,16 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import eqx_module
 
-from models.bayesian_vae.config import (
+from varbayes.models.bayesian_vae.config import (
     BayesConfig,
     site,
     softplus,
     theta_shapes,
     variational_params,
 )
-from models.vae import numpyro_model as vae_model
-from models.vae.config import VAEConfig
-from models.vae.eqx_nets import Decoder, Encoder, Linear
+from varbayes.models.vae import numpyro_model as vae_model
+from varbayes.models.vae.config import VAEConfig
+from varbayes.models.vae.eqx_nets import Decoder, Encoder, Linear
 
 BACKEND = "numpyro"
 
@@ -99,7 +99,7 @@ def guide(bvae: BayesianVAE, x: jax.Array, c: jax.Array | None = None,
 
 
 def with_params(bvae: BayesianVAE, params: dict[str, object]) -> BayesianVAE:
-    """``bvae`` with the params trained by :func:`inference.svi.fit`."""
+    """``bvae`` with the params trained by :func:`varbayes.inference.vi.svi.fit`."""
     enc = eqx.combine(params["encoder$params"], eqx.filter(bvae.encoder, eqx.is_inexact_array,
                                                            inverse=True))
     loc = {k: np.asarray(params[f"{site(k)}.loc"], np.float32) for k in bvae.loc}

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from models.bayesian_vae.predictive import Uncertainty
-from models.vae.plots import _plt, tile
+from varbayes.models.bayesian_vae.predictive import Uncertainty
+from varbayes.models.vae.plots import _plt, tile
 
 
 def uncertainty_maps(x: np.ndarray, u: Uncertainty, image_shape: Sequence[int],

@@ -1,8 +1,8 @@
 """Posterior-predictive quantities of a trained Bayesian VAE, backend-independent (numpy).
 
 θ is drawn from q(θ) and plugged into the VAE of either backend (``vmod`` is
-:mod:`models.vae.pyro_model` or :mod:`models.vae.numpyro_model`), so everything here goes
-through the VAE's own ``build``, ``decode``, ``encode`` and ``log_likelihood``.
+:mod:`varbayes.models.vae.pyro_model` or :mod:`varbayes.models.vae.numpyro_model`), so everything
+here goes through the VAE's own ``build``, ``decode``, ``encode`` and ``log_likelihood``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from models.bayesian_vae.config import sample_theta
-from models.vae.config import VAEConfig
+from varbayes.models.bayesian_vae.config import sample_theta
+from varbayes.models.vae.config import VAEConfig
 
 
 def decoder_draws(vmod: ModuleType, config: VAEConfig, weights: dict[str, np.ndarray],

@@ -1,7 +1,7 @@
 """The Bayesian VAE as a Pyro model+guide pair (Kingma & Welling 2013, appendix F).
 
 ``model`` and ``guide`` have the signature ``(bvae, x, c=None, n_data=None)`` shared with
-:mod:`models.bayesian_vae.numpyro_model` and the same sample sites in the same order:
+:mod:`.numpyro_model` and the same sample sites in the same order:
 
 - model: ``theta.dec.*`` (one site per decoder weight/bias, prior N(0, s²)), ``z``, ``x``;
 - guide: ``theta.dec.*`` (q(θ) = N(μ, softplus(ρ)²)), ``z`` (the VAE's encoder).
@@ -23,16 +23,16 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from models.bayesian_vae.config import (
+from varbayes.models.bayesian_vae.config import (
     BayesConfig,
     site,
     softplus,
     theta_shapes,
     variational_params,
 )
-from models.vae import pyro_model as vae_model
-from models.vae.config import VAEConfig
-from models.vae.torch_nets import Decoder, Encoder
+from varbayes.models.vae import pyro_model as vae_model
+from varbayes.models.vae.config import VAEConfig
+from varbayes.models.vae.torch_nets import Decoder, Encoder
 
 BACKEND = "pyro"
 
@@ -63,7 +63,7 @@ def decode_with(bvae: BayesianVAE, theta: dict[str, torch.Tensor], z: torch.Tens
                 c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The decoder's (logits or mean, σ) for z (..., M, K) with weights θ (2-D tensors).
 
-    The forward pass of :class:`models.vae.torch_nets.Decoder` (its activation, depth and
+    The forward pass of :class:`varbayes.models.vae.torch_nets.Decoder` (its activation, depth and
     output head) with θ in place of the module's weights; written out with
     ``torch.nn.functional.linear`` because ``functional_call`` cannot be JIT-traced.
     """
@@ -112,7 +112,8 @@ def guide(bvae: BayesianVAE, x: torch.Tensor, c: torch.Tensor | None = None,
 
 
 def with_params(bvae: BayesianVAE, params: dict[str, object]) -> BayesianVAE:
-    """``bvae`` with the params trained by :func:`inference.svi.fit` (a param-store dict)."""
+    """``bvae`` with the params trained by :func:`varbayes.inference.vi.svi.fit` (a param-store
+    dict)."""
     enc = {f"enc.{k.partition('$$$')[2].removeprefix('layers.')}":
            torch.as_tensor(v).detach().numpy() for k, v in params.items()
            if k.startswith("encoder$$$")}

@@ -1,13 +1,13 @@
 """Ising model for binary image denoising (Murphy 2012, §21.3.2).
 
-- :mod:`models.ising.energy`: couplings, local evidence, log density, mean-field ELBO.
-- :mod:`models.ising.noise`: Gaussian and flip noise, validation, pixel error.
-- :mod:`models.ising.pyro_model` / :mod:`models.ising.numpyro_model`: ``model`` and
+- :mod:`.energy`: couplings, local evidence, log density, mean-field ELBO.
+- :mod:`.noise`: Gaussian and flip noise, validation, pixel error.
+- :mod:`.pyro_model` / :mod:`.numpyro_model`: ``model`` and
   ``guide`` with the same signature and sites (import them explicitly; they pull in
   torch / JAX).
 """
 
-from models.ising.energy import (
+from varbayes.models.ising.energy import (
     Couplings,
     LocalField,
     Posterior,
@@ -18,7 +18,7 @@ from models.ising.energy import (
     neighbor_sum,
     pair_sum,
 )
-from models.ising.noise import (
+from varbayes.models.ising.noise import (
     Noise,
     corrupt,
     local_field,

@@ -1,6 +1,6 @@
 """The few array operations the Ising math needs, for numpy, JAX and torch arrays alike.
 
-Everything else in :mod:`models.ising.energy` is written with operators (``+``, ``*``,
+Everything else in :mod:`.energy` is written with operators (``+``, ``*``,
 slicing) that the three libraries share, so one function serves the numpy reference, the
 JAX (NumPyro) model and the torch (Pyro) model.
 """

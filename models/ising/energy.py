@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference.errors import check
-from models.ising._array import Array, pad2, softplus, sum2, tanh
+from varbayes.models.errors import check
+from varbayes.models.ising._array import Array, pad2, softplus, sum2, tanh
 
 
 class Couplings(NamedTuple):

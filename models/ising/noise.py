@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference.errors import check
-from models.ising.energy import LocalField, Posterior, make_couplings
+from varbayes.models.errors import check
+from varbayes.models.ising.energy import LocalField, Posterior, make_couplings
 
 NOISE_KINDS = ("gaussian", "flip")
 

@@ -2,7 +2,7 @@
 
 Sites, in order: ``z`` (±1 spins, (H, W)), the factor ``coupling`` and the observed ``x``;
 the guide has the parameter ``logits`` and the site ``z``. The model's log density is exactly
-:func:`models.ising.energy.log_joint`. Mirrors :mod:`models.ising.pyro_model` name for name.
+:func:`.energy.log_joint`. Mirrors :mod:`.pyro_model` name for name.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from models.ising.energy import Couplings, LocalField, pair_sum
-from models.ising.noise import Noise, data_logits
+from varbayes.models.ising.energy import Couplings, LocalField, pair_sum
+from varbayes.models.ising.noise import Noise, data_logits
 
 
 class Spin(dist.Distribution):

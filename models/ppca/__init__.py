@@ -6,6 +6,12 @@ posterior is q*(z|x) = N(M⁻¹ Wᵀ (x - b), σ² M⁻¹) with M = Wᵀ W + σ�
 guide every importance weight equals p(x), and a widened guide makes a loose bound.
 """
 
-from models.ppca.exact import PPCA, exact_log_evidence, exact_posterior, random_ppca, simulate
+from varbayes.models.ppca.exact import (
+    PPCA,
+    exact_log_evidence,
+    exact_posterior,
+    random_ppca,
+    simulate,
+)
 
 __all__ = ["PPCA", "exact_log_evidence", "exact_posterior", "random_ppca", "simulate"]

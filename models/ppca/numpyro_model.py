@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from models.ppca.exact import PPCA
+from varbayes.models.ppca.exact import PPCA
 
 
 def model(p: PPCA, x: jnp.ndarray) -> None:

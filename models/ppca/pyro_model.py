@@ -6,7 +6,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from models.ppca.exact import PPCA
+from varbayes.models.ppca.exact import PPCA
 
 
 def _t(a: object) -> torch.Tensor:

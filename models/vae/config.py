@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference.errors import VarbayesError, check
+from varbayes.models.errors import VarbayesError, check
 
 ACTIVATIONS = ("tanh", "relu")
 DECODERS = ("bernoulli", "gaussian")

@@ -1,4 +1,4 @@
-"""The VAE's networks as equinox modules (used by :mod:`models.vae.numpyro_model`).
+"""The VAE's networks as equinox modules (used by :mod:`.numpyro_model`).
 
 The layers act on whole batches (``x @ W.T + b``), exactly as ``torch.nn.Linear`` does, so
 no ``vmap`` is needed and the same flat weight dict loads into either backend.
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.vae.config import VAEConfig, check_weights, layer_sizes
+from varbayes.models.vae.config import VAEConfig, check_weights, layer_sizes
 
 
 class Linear(eqx.Module):

@@ -92,7 +92,7 @@ def gradient_variance(vae: Any, x: np.ndarray, c: np.ndarray | None, elbo: str,
     import numpyro
     from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-    from models.vae import numpyro_model as nm
+    from varbayes.models.vae import numpyro_model as nm
 
     est = TraceMeanField_ELBO() if elbo == "meanfield" else Trace_ELBO()
     params = {"encoder$params": eqx.filter(vae.encoder, eqx.is_inexact_array),

@@ -1,6 +1,6 @@
 """The VAE as a NumPyro model+guide pair (Kingma & Welling 2013, section 3).
 
-The mirror image of :mod:`models.vae.pyro_model`: the same names, the same signature
+The mirror image of :mod:`.pyro_model`: the same names, the same signature
 ``(vae, x, c=None, n_data=None)`` and the same sites in the same order
 
 - model: ``theta_prior`` (a factor, only with ``prior_precision > 0``), ``z``, ``x``;
@@ -26,8 +26,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import eqx_module
 
-from models.vae.config import VAEConfig, init_weights, validate
-from models.vae.eqx_nets import Decoder, Encoder, build_networks, network_weights
+from varbayes.models.vae.config import VAEConfig, init_weights, validate
+from varbayes.models.vae.eqx_nets import Decoder, Encoder, build_networks, network_weights
 
 BACKEND = "numpyro"
 
@@ -95,7 +95,8 @@ def weights(vae: VAE) -> dict[str, np.ndarray]:
 
 
 def with_params(vae: VAE, params: dict[str, object]) -> VAE:
-    """``vae`` with the weights trained by :func:`inference.svi.fit` (``encoder$params`` ...)."""
+    """``vae`` with the weights trained by :func:`varbayes.inference.vi.svi.fit`
+    (``encoder$params`` ...)."""
     enc = eqx.combine(params["encoder$params"], eqx.filter(vae.encoder, eqx.is_inexact_array,
                                                            inverse=True))
     dec = eqx.combine(params["decoder$params"], eqx.filter(vae.decoder, eqx.is_inexact_array,

@@ -1,7 +1,7 @@
 """Figures of a trained VAE. Plotting lives here, never inside the training loop.
 
 Every function takes numpy arrays, returns a matplotlib figure and leaves saving to
-:func:`inference.io.save_figure`.
+:func:`varbayes.inference.io.save_figure`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The VAE as a Pyro model+guide pair (Kingma & Welling 2013, section 3).
 
 ``model`` and ``guide`` have the signature ``(vae, x, c=None, n_data=None)`` shared with
-:mod:`models.vae.numpyro_model` and the same sample sites in the same order:
+:mod:`.numpyro_model` and the same sample sites in the same order:
 
 - model: ``theta_prior`` (a factor, only with ``prior_precision > 0``), ``z``, ``x``;
 - guide: ``z``.
@@ -22,8 +22,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from models.vae.config import VAEConfig, init_weights, validate
-from models.vae.torch_nets import Decoder, Encoder, build_networks, network_weights
+from varbayes.models.vae.config import VAEConfig, init_weights, validate
+from varbayes.models.vae.torch_nets import Decoder, Encoder, build_networks, network_weights
 
 BACKEND = "pyro"
 
@@ -89,7 +89,8 @@ def weights(vae: VAE) -> dict[str, np.ndarray]:
 
 
 def with_params(vae: VAE, params: dict[str, object]) -> VAE:
-    """``vae`` with the weights trained by :func:`inference.svi.fit` (a param-store dict)."""
+    """``vae`` with the weights trained by :func:`varbayes.inference.vi.svi.fit` (a param-store
+    dict)."""
     flat = {}
     for key, value in params.items():
         module, _, name = key.partition("$$$")

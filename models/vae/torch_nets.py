@@ -1,6 +1,6 @@
-"""The VAE's networks as torch ``nn.Module``s (used by :mod:`models.vae.pyro_model`).
+"""The VAE's networks as torch ``nn.Module``s (used by :mod:`.pyro_model`).
 
-Layer names follow :func:`models.vae.config.layer_sizes`, so the state dict of
+Layer names follow :func:`.config.layer_sizes`, so the state dict of
 ``nn.ModuleDict`` keys ``enc.0`` ... maps one-to-one onto the flat weight dict
 (``enc.0.weight`` ...) that the equinox networks use too.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.vae.config import VAEConfig, check_weights, layer_sizes
+from varbayes.models.vae.config import VAEConfig, check_weights, layer_sizes
 
 
 def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -24,8 +24,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-from inference.errors import check
-from models.ising.energy import Couplings, LocalField, Posterior, log_joint
+from varbayes.models.errors import check
+from varbayes.models.ising.energy import Couplings, LocalField, Posterior, log_joint
 
 #: Longest column the transfer matrix accepts (2^14 states per column).
 MAX_ROWS = 14
