@@ -1,5 +1,5 @@
 """Output plumbing shared by every command: ``--out`` folders, ``metrics.json``,
-atomic writes and progress bars.
+atomic writes, figures, progress bars and InferenceData netCDF files.
 
 Nothing here runs at import time; folders are created only when a command writes.
 """
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from inference.errors import VarbayesError
+from varbayes.models.errors import VarbayesError
 
 T = TypeVar("T")
 
@@ -103,3 +103,29 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     fig.savefig(p, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return p
+
+
+def save_inferencedata(idata: Any, path: str | os.PathLike[str]) -> Path:
+    """Write InferenceData to netCDF atomically (temporary file, then ``os.replace``)."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp)
+        os.replace(tmp, p)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return p
+
+
+def load_inferencedata(path: str | os.PathLike[str]):
+    """Read InferenceData from netCDF (data only: no code runs), with clear errors."""
+    import arviz as az
+
+    p = Path(path)
+    if not p.is_file():
+        raise VarbayesError(f"no InferenceData file at {p}: run 'varbayes mcmc' first")
+    try:
+        return az.from_netcdf(p)
+    except Exception as e:  # netCDF/HDF5 raise many types for a bad file
+        raise VarbayesError(f"{p} is not a readable InferenceData netCDF file ({e})") from None

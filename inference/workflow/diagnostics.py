@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference.errors import VarbayesError, check
+from varbayes.inference.io import save_figure
+from varbayes.models.errors import VarbayesError, check
 
 
 class Gate(NamedTuple):
@@ -135,7 +136,6 @@ def plot_diagnostics(idata: Any, out: str | os.PathLike[str], var_names: Sequenc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from inference.io import save_figure
 
     out = Path(out)
     paths = []
@@ -158,3 +158,19 @@ def plot_diagnostics(idata: Any, out: str | os.PathLike[str], var_names: Sequenc
         paths.append(save_figure(fig, out / f"{prefix}{name}.png"))
     plt.close("all")
     return paths
+
+
+def plot_forest_comparison(fits: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """One forest plot of several fits (name -> InferenceData), e.g. NUTS against an SVI
+    guide's draws, written as a PNG to ``path``."""
+    import arviz as az
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        axes = az.plot_forest(list(fits.values()), model_names=list(fits), combined=True,
+                              figsize=(6, 4))
+    return save_figure(np.asarray(axes).ravel()[0].get_figure(), path)

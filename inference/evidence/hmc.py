@@ -1,5 +1,6 @@
 """The marginal-likelihood estimator of the AEVB paper's appendix D (Kingma & Welling 2014),
-for NumPyro model+guide pairs with per-datapoint continuous latents.
+for model+guide pairs with per-datapoint continuous latents (NumPyro models; a Pyro model is
+refused with a clear error, since the HMC chains run in JAX).
 
 Per datapoint x_i:
 
@@ -25,8 +26,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference import ais
-from inference.errors import check
+from varbayes.inference.backends import check_backend
+from varbayes.inference.evidence import ais_jax
+from varbayes.inference.evidence.annealing import AISOptions, log_mean_exp_stderr
+from varbayes.models.errors import check
 
 
 class HMCEvidenceOptions(NamedTuple):
@@ -82,18 +85,18 @@ def gaussian_fit_logpdf(fit: Any, z: Any) -> Any:
     return -0.5 * (maha + logdet + d * jnp.log(2 * jnp.pi))
 
 
-def posterior_draws(key: Any, z0: Any, log_joint: ais.LogDensity, o: HMCEvidenceOptions
+def posterior_draws(key: Any, z0: Any, log_joint: ais_jax.LogDensity, o: HMCEvidenceOptions
                     ) -> tuple[Any, Any]:
     """HMC draws (S, C, M, d) from z0 (C, M, d) after ``n_warmup`` adapting transitions, and
     the mean acceptance while sampling."""
     import jax
     import jax.numpy as jnp
 
-    opts = ais.AISOptions(n_leapfrog=o.n_leapfrog, target_accept=o.target_accept)
+    opts = AISOptions(n_leapfrog=o.n_leapfrog, target_accept=o.target_accept)
 
     def warm(carry: tuple[Any, Any], k: Any) -> tuple[tuple[Any, Any], None]:
         z, eps = carry
-        z, a = ais.hmc_step(k, z, eps, log_joint, o.n_leapfrog)
+        z, a = ais_jax.hmc_step(k, z, eps, log_joint, o.n_leapfrog)
         eps = jnp.clip(eps * jnp.exp(opts.adapt_rate * (a - o.target_accept)), 1e-4, 10.0)
         return (z, eps), None
 
@@ -103,12 +106,32 @@ def posterior_draws(key: Any, z0: Any, log_joint: ais.LogDensity, o: HMCEvidence
     eps = jnp.broadcast_to(jnp.exp(jnp.log(eps).mean(0)), eps.shape)  # frozen per datapoint
 
     def draw(z: Any, k: Any) -> tuple[Any, tuple[Any, Any]]:
-        z, a = ais.hmc_step(k, z, eps, log_joint, o.n_leapfrog)
+        z, a = ais_jax.hmc_step(k, z, eps, log_joint, o.n_leapfrog)
         return z, (z, a.mean())
 
     S = -(-int(o.n_samples) // int(o.chains))
     _, (zs, acc) = jax.lax.scan(draw, z, jax.random.split(k_draw, S))
     return zs, acc.mean()
+
+
+def hmc_evidence(model: Callable[..., None], guide: Callable[..., None],
+                 batches: Iterable[tuple[tuple, dict]],
+                 options: HMCEvidenceOptions | None = None, *, backend: str = "numpyro",
+                 seed: int = 0, plate: str = "data",
+                 progress: Callable[[Iterable], Iterable] | None = None) -> HMCEvidenceResult:
+    """The appendix-D estimate of log p(x_i) (nats) for each datapoint of each batch.
+
+    ``batches`` are ``(args, kwargs)`` as for the other estimators; the guide supplies the
+    chains' starting points. Only ``backend="numpyro"`` exists: for a Pyro model write its
+    NumPyro twin (same sites, same weights) and pass that.
+    """
+    check_backend(backend)
+    check(backend == "numpyro",
+          "the appendix-D HMC estimator runs on NumPyro models only: pass the model's NumPyro "
+          "twin with the same weights and backend='numpyro' (varbayes evidence does this for "
+          "Pyro VAE runs)")
+    return numpyro_hmc_evidence(model, guide, batches, options, seed=seed, plate=plate,
+                                progress=progress)
 
 
 def numpyro_hmc_evidence(model: Callable[..., None], guide: Callable[..., None],
@@ -126,7 +149,7 @@ def numpyro_hmc_evidence(model: Callable[..., None], guide: Callable[..., None],
 
     @eqx.filter_jit
     def one(key: Any, args: tuple, kwargs: dict) -> tuple[Any, Any]:
-        d = ais.numpyro_densities(model, guide, args, kwargs, init="guide", plate=plate)
+        d = ais_jax.numpyro_densities(model, guide, args, kwargs, init="guide", plate=plate)
         k0, k1 = jax.random.split(key)
         zs, acc = posterior_draws(k1, d.sample_p0(k0, options.chains), d.log_joint, options)
         S = zs.shape[0]
@@ -139,7 +162,7 @@ def numpyro_hmc_evidence(model: Callable[..., None], guide: Callable[..., None],
     it = progress(list(batches)) if progress else batches
     for b, (args, kwargs) in enumerate(it):
         r, acc = one(jax.random.fold_in(jax.random.key(seed), b), args, kwargs)
-        est, se = ais.log_mean_exp_stderr(np.asarray(r, dtype=np.float64))
+        est, se = log_mean_exp_stderr(np.asarray(r, dtype=np.float64))
         ests.append(-est)
         ses.append(se)
         accs.append(float(acc))

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference.errors import VarbayesError
+from varbayes.models.errors import VarbayesError
 
 ENV_VAR = "VARBAYES_DATA"
 DEFAULT_DIR = Path("~/.cache/varbayes")

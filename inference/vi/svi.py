@@ -22,31 +22,36 @@ and the random draws of epoch e depend only on (seed, e) and the saved state, so
 with the same parameters as an uninterrupted run. A non-finite loss stops the run with a
 :class:`TrainingDivergedError` error and leaves the last good checkpoint in place.
 
-Checkpoints are one ``.npz`` of plain arrays plus a JSON header stored as a byte array;
-they are read with ``allow_pickle=False``, so loading one never executes code.
+Checkpoints (:mod:`.checkpoint`) are one ``.npz`` of plain arrays plus a
+JSON header; loading one never executes code.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 import time
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference.errors import VarbayesError, check
-from inference.io import atomic_write_bytes, progress
+from varbayes.inference.backends import check_backend
+from varbayes.inference.io import progress
+from varbayes.inference.vi.checkpoint import (
+    check_compatible,
+    flatten_state,
+    load_checkpoint,
+    make_header,
+    save_checkpoint,
+    unflatten_state,
+)
+from varbayes.models.errors import VarbayesError, check
 
-BACKENDS = ("numpyro", "pyro")
 ELBOS = ("trace", "meanfield")
 OPTIMIZERS = ("adam", "adagrad")
-FORMAT = "varbayes-svi-1"
 
 Batch = tuple[Any, ...]
 Transform = Callable[[Batch, np.random.Generator], Batch]
@@ -105,8 +110,7 @@ class TrainingDivergedError(VarbayesError):
 
 def check_options(options: SVIOptions) -> None:
     """Raise :class:`VarbayesError` naming the first bad option."""
-    check(options.backend in BACKENDS, f"--backend must be one of {BACKENDS}, "
-                                       f"got {options.backend!r}")
+    check_backend(options.backend, "--backend")
     check(options.elbo in ELBOS, f"--elbo must be one of {ELBOS}, got {options.elbo!r}")
     check(options.optimizer in OPTIMIZERS,
           f"--optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
@@ -137,100 +141,6 @@ def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(_epoch_rng(seed, epoch, stream).integers(2**31 - 1))
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def _options_header(options: SVIOptions) -> dict[str, Any]:
-    d = options._asdict()
-    d.pop("epochs")
-    d.pop("eval_batch_size")
-    d.pop("time_limit")
-    if d["backend"] == "numpyro":
-        d.pop("jit")
-    return d
-
-
-def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray],
-                    header: Mapping[str, Any]) -> Path:
-    """Write ``arrays`` and the JSON ``header`` to one ``.npz``, atomically."""
-    buf = io.BytesIO()
-    payload = {f"a/{k}": np.asarray(v) for k, v in arrays.items()}
-    payload["header"] = np.frombuffer(json.dumps(dict(header)).encode(), dtype=np.uint8)
-    np.savez(buf, **payload)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`; never unpickles anything.
-
-    Raises :class:`VarbayesError` when the file is missing, truncated or not ours.
-    """
-    p = Path(path)
-    check(p.is_file(), f"no checkpoint at {p}: pass a run folder written by 'varbayes vae train'")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            header = json.loads(f["header"].tobytes().decode())
-            arrays = {k[2:]: f[k] for k in f.files if k.startswith("a/")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-            UnicodeDecodeError) as e:
-        raise VarbayesError(f"checkpoint {p} is corrupt or not a varbayes checkpoint "
-                            f"({type(e).__name__}): delete it or train again") from None
-    check(isinstance(header, dict) and header.get("format") == FORMAT,
-          f"checkpoint {p} is not a varbayes SVI checkpoint (format "
-          f"{header.get('format') if isinstance(header, dict) else None!r})")
-    return arrays, header
-
-
-def check_compatible(header: Mapping[str, Any], options: SVIOptions,
-                     meta: Mapping[str, Any], path: str | Path) -> None:
-    """Raise :class:`VarbayesError` unless a checkpoint header matches this run."""
-    check(header["backend"] == options.backend,
-          f"checkpoint {path} was written by the {header['backend']} backend but this run uses "
-          f"{options.backend}: pass --backend {header['backend']} or a new --out")
-    ours = _options_header(options)
-    diff = sorted(k for k in ours if header["options"].get(k) != ours[k])
-    check(not diff, f"checkpoint {path} was trained with other options ("
-          + ", ".join(f"{k}={header['options'].get(k)!r} not {ours[k]!r}" for k in diff)
-          + "): use the original options or a new --out")
-    saved = header.get("meta", {})
-    diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))
-    check(not diff, f"checkpoint {path} belongs to another configuration (differs in "
-                    f"{', '.join(diff)}): use the original configuration or a new --out")
-
-
-# ----------------------------------------------------------------- torch state <-> arrays
-
-def _flatten_state(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
-    """JSON skeleton of a torch optimizer state; tensors go to ``arrays`` under ``key``."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        arrays[key] = obj.detach().cpu().numpy().copy()
-        return {"__tensor__": key}
-    if isinstance(obj, Mapping):
-        return {"__dict__": [[k, _flatten_state(v, f"{key}/{k}", arrays)]
-                             for k, v in obj.items()]}
-    if isinstance(obj, list | tuple):
-        items = [_flatten_state(v, f"{key}/{i}", arrays) for i, v in enumerate(obj)]
-        return {"__tuple__": items} if isinstance(obj, tuple) else items
-    check(obj is None or isinstance(obj, bool | int | float | str),
-          f"cannot checkpoint optimizer state value of type {type(obj).__name__}")
-    return obj
-
-
-def _unflatten_state(obj: Any, arrays: Mapping[str, np.ndarray]) -> Any:
-    import torch
-
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return torch.from_numpy(np.array(arrays[obj["__tensor__"]]))
-        if "__tuple__" in obj:
-            return tuple(_unflatten_state(v, arrays) for v in obj["__tuple__"])
-        return {k: _unflatten_state(v, arrays) for k, v in obj["__dict__"]}
-    if isinstance(obj, list):
-        return [_unflatten_state(v, arrays) for v in obj]
-    return obj
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -374,12 +284,6 @@ def _new_history(eval_sets: Mapping[str, Any], header: Mapping[str, Any] | None
     return {"objective": [], "seconds": [], **{f"{k}_elbo": [] for k in eval_sets}}
 
 
-def _header(options: SVIOptions, meta: Mapping[str, Any], epoch: int,
-            history: Mapping[str, list[float]], **extra: Any) -> dict[str, Any]:
-    return {"format": FORMAT, "backend": options.backend, "options": _options_header(options),
-            "meta": dict(meta), "epoch": epoch, "history": dict(history), **extra}
-
-
 # --------------------------------------------------------------------------------- Pyro
 
 def _jit_meanfield_class() -> type:
@@ -512,7 +416,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                     check(value.shape == p.shape, f"checkpoint param {n} has shape "
                           f"{tuple(value.shape)}, the model needs {tuple(p.shape)}")
                     p.copy_(value)
-            optimizer.load_state_dict(_unflatten_state(header["optim"], saved))
+            optimizer.load_state_dict(unflatten_state(header["optim"], saved))
             start = int(header["epoch"])
         history = _new_history(eval_sets, header)
 
@@ -555,11 +459,11 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
         def save(epoch: int, history: dict[str, list[float]]) -> None:
             arrays = {f"param/{n}": p.detach().numpy().copy()
                       for n, p in zip(names, params, strict=True)}
-            skeleton = _flatten_state(optimizer.state_dict(), "optim", arrays)
+            skeleton = flatten_state(optimizer.state_dict(), "optim", arrays)
             if export is not None:
                 current = {n: p.detach() for n, p in zip(names, params, strict=True)}
                 arrays.update({f"export/{k}": np.asarray(v) for k, v in export(current).items()})
-            save_checkpoint(checkpoint, arrays, _header(options, meta, epoch, history,
+            save_checkpoint(checkpoint, arrays, make_header(options, meta, epoch, history,
                                                        param_names=names, optim=skeleton))
 
         def finite(losses: list[float]) -> int | None:
@@ -662,7 +566,7 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
         if export is not None:
             arrays.update({f"export/{k}": np.asarray(v)
                            for k, v in export(svi.get_params(holder["state"])).items()})
-        save_checkpoint(checkpoint, arrays, _header(options, meta, epoch, history,
+        save_checkpoint(checkpoint, arrays, make_header(options, meta, epoch, history,
                                                    n_leaves=len(leaves)))
 
     def finite(losses: list[Any]) -> int | None:

@@ -18,96 +18,38 @@ The step size is adapted per datapoint and chain after every transition,
 ε ← ε·exp(rate·(a − 0.65)) with a the HMC acceptance probability (as in Wu et al. 2017);
 the transition at step t depends only on the past, so the weights stay valid.
 
-The pieces are pure: :func:`schedule` (shared with the torch implementation in
-:mod:`inference.ais_pyro`), :func:`hmc_step`, :func:`ais_step` on an :class:`AISState`,
-:func:`run` (a ``lax.scan``), and :func:`numpyro_ais`, which builds the densities from a
-NumPyro model+guide pair. All log densities are in nats.
+The pieces are pure: :func:`hmc_step`, :func:`ais_step` on an :class:`AISState`, :func:`run`
+(a ``lax.scan``), and :func:`numpyro_ais`, which builds the densities from a NumPyro
+model+guide pair; the schedule and the options are shared with the torch implementation
+(:mod:`.annealing`). All log densities are in nats.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference.errors import VarbayesError, check
-
-SCHEDULES = ("linear", "sigmoid")
-INITS = ("prior", "guide")
-JITTER = 0.5
-"""relative jitter of the HMC step size per transition."""
-PILOT_CHAINS = 4
-"""chains per datapoint that adapt the step sizes before the estimating chains run."""
-
-
-class AISOptions(NamedTuple):
-    """Settings of AIS (both backends)."""
-
-    n_steps: int = 200
-    """T, the number of intermediate distributions (transitions); T = 1 is plain IS from p₀."""
-    chains: int = 16
-    """C, independent chains per datapoint."""
-    schedule: str = "sigmoid"
-    """``linear`` or ``sigmoid`` spacing of β (sigmoid: denser near 0 and 1)."""
-    init: str = "prior"
-    """start density p₀: ``prior`` p(z) or ``guide`` q(z|x)."""
-    n_leapfrog: int = 10
-    """leapfrog steps per HMC transition."""
-    step_size: float = 0.05
-    """initial HMC step size."""
-    target_accept: float = 0.65
-    """the acceptance probability the step size is adapted toward."""
-    adapt_rate: float = 0.5
-    """ε ← ε·exp(rate·(a − target)) after each transition."""
-
-
-DEFAULTS = AISOptions()
-
-
-def check_options(o: AISOptions) -> None:
-    """Raise a one-line :class:`VarbayesError` on a bad setting."""
-    check(int(o.n_steps) >= 1, f"AIS needs n_steps >= 1 intermediate distributions, got "
-                               f"{o.n_steps}")
-    check(int(o.chains) >= 1, f"AIS needs chains >= 1, got {o.chains}")
-    check(o.schedule in SCHEDULES, f"AIS schedule must be one of {', '.join(SCHEDULES)}, got "
-                                   f"{o.schedule!r}")
-    check(o.init in INITS, f"AIS init must be one of {', '.join(INITS)}, got {o.init!r}")
-    check(int(o.n_leapfrog) >= 1, f"AIS needs n_leapfrog >= 1, got {o.n_leapfrog}")
-    check(o.step_size > 0, f"AIS step_size must be > 0, got {o.step_size}")
-    check(0 < o.target_accept < 1, f"AIS target_accept must be in (0, 1), got "
-                                   f"{o.target_accept}")
-    check(o.adapt_rate >= 0, f"AIS adapt_rate must be >= 0, got {o.adapt_rate}")
-
-
-def schedule(n_steps: int, kind: str = "sigmoid", delta: float = 4.0) -> np.ndarray:
-    """(T+1,) increasing β from 0 to 1 (float64).
-
-    ``linear``: β_t = t/T. ``sigmoid``: β_t ∝ σ(δ(2t/T − 1)) rescaled to [0, 1] (Grosse
-    et al. 2015), which spends more steps where the path changes fastest, near the ends.
-    """
-    check(int(n_steps) >= 1, f"AIS needs n_steps >= 1, got {n_steps}")
-    check(kind in SCHEDULES, f"AIS schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
-    t = np.linspace(0.0, 1.0, int(n_steps) + 1)
-    if kind == "linear" or n_steps == 1:
-        return t
-    s = 1.0 / (1.0 + np.exp(-delta * (2.0 * t - 1.0)))
-    return (s - s[0]) / (s[-1] - s[0])
-
-
-def log_mean_exp_stderr(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """log (1/C) Σ_c w_c over axis 0 of (C, N) and its delta-method standard error
-    sd(w)/(√C · mean(w)); 0 when C = 1."""
-    log_w = np.asarray(log_w, dtype=np.float64)
-    m = log_w.max(0)
-    w = np.exp(log_w - m)
-    est = np.log(w.mean(0)) + m
-    C = log_w.shape[0]
-    se = w.std(0, ddof=1) / (math.sqrt(C) * w.mean(0)) if C > 1 else np.zeros(log_w.shape[1])
-    return est, se
-
+from varbayes.inference.evidence.annealing import (
+    DEFAULTS,
+    JITTER,
+    PILOT_CHAINS,
+    AISOptions,
+    AISResult,
+    check_options,
+    finish,
+    schedule,
+)
+from varbayes.inference.evidence.sites import (
+    flatten,
+    latent_sites,
+    numpyro_reduce,
+    split_terms,
+    unflatten,
+)
+from varbayes.models.errors import check
 
 # ------------------------------------------------------------------------ the JAX core
 
@@ -245,68 +187,6 @@ def adapted_run(key: Any, z0: Any, betas: Any, log_p0: LogDensity, log_joint: Lo
 
 # ------------------------------------------------------------ densities of a model+guide
 
-def is_real(support: Any) -> bool:
-    """True for ``real`` or ``real_vector`` supports (both backends' constraint objects)."""
-    base = getattr(support, "base_constraint", support)
-    return type(base).__name__ == "_Real"
-
-
-def latent_sites(sites: Iterable[dict], plate: str) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, per-datapoint shape) of each latent site; refuses latents that are discrete,
-    outside ``plate``, constrained, or without the plate as their leftmost dimension."""
-    out = []
-    for s in sites:
-        if s["type"] != "sample" or s["is_observed"] or s["name"] == "_particles":
-            continue
-        fn = s["fn"]
-        support = getattr(fn, "support", None)
-        if support is None:
-            continue
-        name = s["name"]
-        if getattr(support, "is_discrete", False):
-            raise VarbayesError(f"site '{name}' is a discrete latent: AIS needs continuous "
-                                "per-datapoint latents")
-        frames = [f for f in s["cond_indep_stack"] if f.name == plate]
-        if not frames:
-            raise VarbayesError(f"latent site '{name}' is outside the '{plate}' plate: AIS "
-                                "needs per-datapoint latents (a global latent makes p(x_i) "
-                                "not factorize)")
-        if not is_real(support):
-            raise VarbayesError(f"latent site '{name}' has support {support}: AIS here needs "
-                                "unconstrained real latents")
-        shape = tuple(s["value"].shape)
-        if len(shape) + frames[0].dim - len(fn.event_shape) != 0:
-            raise VarbayesError(f"latent site '{name}' must have the '{plate}' plate as its "
-                                f"leftmost dimension, got shape {shape}")
-        out.append((name, shape[1:]))
-    check(bool(out), "the model has no latent sample site: nothing to integrate")
-    return out
-
-
-def split_terms(sites: Iterable[dict], plate: str, latents: Sequence[str],
-                reduce: Callable[[Any, int], Any]) -> tuple[Any, Any]:
-    """(Σ latent terms, Σ other terms) per datapoint, each reduced by ``reduce(log_prob,
-    plate_dim)``; ``factor`` sites outside the plate (terms on parameters) are left out."""
-    prior, rest = 0.0, 0.0
-    for s in sites:
-        if s["type"] != "sample" or s["name"] == "_particles":
-            continue
-        if getattr(s["fn"], "support", None) is None:
-            continue
-        frames = [f for f in s["cond_indep_stack"] if f.name == plate]
-        if not frames:
-            if type(s["fn"]).__name__ == "Unit":
-                continue
-            raise VarbayesError(f"site '{s['name']}' is outside the '{plate}' plate: AIS needs "
-                                "per-datapoint latents and data")
-        term = reduce(s["fn"].log_prob(s["value"]), frames[0].dim)
-        if s["name"] in latents:
-            prior = prior + term
-        else:
-            rest = rest + term
-    return prior, rest
-
-
 class Densities(NamedTuple):
     """Per-datapoint densities of one batch, over flattened latents z (C, M, d)."""
 
@@ -317,42 +197,21 @@ class Densities(NamedTuple):
     dim: int
 
 
-def _flatten(values: dict[str, Any], sites: Sequence[tuple[str, tuple[int, ...]]], lead: int
-             ) -> Any:
-    import jax.numpy as jnp
-
-    return jnp.concatenate([values[n].reshape(*values[n].shape[:lead], -1) for n, _ in sites],
-                           -1)
-
-
-def _unflatten(z: Any, sites: Sequence[tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
-    out, i = {}, 0
-    for name, shape in sites:
-        n = int(np.prod(shape, dtype=np.int64))
-        out[name] = z[..., i:i + n].reshape(*z.shape[:-1], *shape)
-        i += n
-    return out
-
 
 def numpyro_densities(model: Callable[..., None], guide: Callable[..., None], args: tuple,
                       kwargs: dict, *, init: str = "prior", plate: str = "data") -> Densities:
     """The AIS densities of a NumPyro model+guide on one batch ``(args, kwargs)``."""
     import jax
-    import jax.numpy as jnp
     from numpyro import handlers
 
     tr = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
     sites = latent_sites(tr.values(), plate)
     names = [n for n, _ in sites]
 
-    def reduce(lp: Any, plate_dim: int) -> Any:
-        lp = jnp.moveaxis(lp, plate_dim, -1)
-        return lp.reshape(-1, lp.shape[-1]).sum(0)
-
     def terms(fn: Callable[..., None], z: Any) -> tuple[Any, Any]:  # z (M, d)
-        m = handlers.substitute(handlers.seed(fn, 0), data=_unflatten(z, sites))
+        m = handlers.substitute(handlers.seed(fn, 0), data=unflatten(z, sites))
         return split_terms(handlers.trace(m).get_trace(*args, **kwargs).values(), plate, names,
-                           reduce)
+                           numpyro_reduce)
 
     def log_joint(z: Any) -> Any:
         return jax.vmap(lambda zc: sum(terms(model, zc)))(z)
@@ -360,7 +219,7 @@ def numpyro_densities(model: Callable[..., None], guide: Callable[..., None], ar
     def draw(fn: Callable[..., None]) -> Callable[[Any, int], Any]:
         def one(key: Any) -> Any:
             t = handlers.trace(handlers.seed(fn, key)).get_trace(*args, **kwargs)
-            return _flatten({n: t[n]["value"] for n in names}, sites, 1)
+            return flatten({n: t[n]["value"] for n in names}, sites, 1)
         return lambda key, C: jax.vmap(one)(jax.random.split(key, C))
 
     if init == "prior":
@@ -379,43 +238,7 @@ def numpyro_densities(model: Callable[..., None], guide: Callable[..., None], ar
     return Densities(log_p0, log_joint, sample, dim)
 
 
-def flatten_latents(model: Callable[..., None], args: tuple, kwargs: dict,
-                    values: dict[str, Any], plate: str = "data") -> Any:
-    """The per-datapoint latents ``values`` (name -> (M, ...)) as one (M, d) array in the
-    order AIS uses (for BDMC's exact posterior samples)."""
-    from numpyro import handlers
-
-    tr = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
-    return _flatten(values, latent_sites(tr.values(), plate), 1)
-
-
 # ------------------------------------------------------------------------ the driver
-
-class AISResult(NamedTuple):
-    """AIS estimates per datapoint, in nats."""
-
-    log_px: np.ndarray
-    """(N,) log-mean-exp over chains of the log weights: a stochastic lower bound on log
-    p(x_i) (forward) or, for the reverse chain, an upper bound."""
-    stderr: np.ndarray
-    """(N,) delta-method standard error of ``log_px`` over chains."""
-    log_w: np.ndarray
-    """(C, N) per-chain log weights (forward) or per-chain upper-bound terms (reverse)."""
-    accept: np.ndarray
-    """(T−1,) mean HMC acceptance probability per transition."""
-    seconds: float
-
-
-def _finish(parts: list[tuple[np.ndarray, np.ndarray]], reverse: bool, t0: float
-            ) -> AISResult:
-    log_w = np.concatenate([p[0] for p in parts], axis=1).astype(np.float64)  # (C, N)
-    accept = np.mean([p[1] for p in parts], axis=0) if parts[0][1].size else np.zeros(0)
-    if reverse:  # log_w holds log(1/p̂) per chain: estimate log p = −log-mean-exp(−…)
-        est, se = log_mean_exp_stderr(log_w)
-        return AISResult(-est, se, -log_w, accept, time.perf_counter() - t0)
-    est, se = log_mean_exp_stderr(log_w)
-    return AISResult(est, se, log_w, accept, time.perf_counter() - t0)
-
 
 def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
                 batches: Iterable[tuple[tuple, dict]], options: AISOptions = DEFAULTS, *,
@@ -426,7 +249,7 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
     Parameters
     ----------
     batches : ``(args, kwargs)`` per batch of datapoints, as for
-        :func:`inference.evidence.importance_sampling`.
+        :func:`.importance.importance_sampling`.
     posterior : for BDMC, one (M, d) array per batch of exact posterior samples (the z that
         generated x, see :func:`flatten_latents`); the chains then run in reverse, from β = 1
         to 0, and the result is a stochastic upper bound.
@@ -461,4 +284,4 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
         zp = None if posterior is None else jnp.asarray(posterior[b], dtype=jnp.float32)
         log_w, acc = one(key, args, kwargs, zp)
         parts.append((np.asarray(log_w), np.asarray(acc)))
-    return _finish(parts, reverse, t0)
+    return finish(parts, reverse, t0)

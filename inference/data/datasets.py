@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference import datafiles as df
-from inference.errors import VarbayesError
+from varbayes.inference.data import files as df
+from varbayes.models.errors import VarbayesError
 
 PathLike = str | os.PathLike[str]
 
@@ -62,10 +62,10 @@ def load(name: str, data_dir: PathLike | None = None, download: bool = False) ->
     name : one of :data:`DATASETS`.
     data_dir : data root; default ``$VARBAYES_DATA``, else ``~/.cache/varbayes``.
     download : fetch missing files from the canonical source first (see
-        :func:`inference.download.download`); ``digits`` never needs it.
+        :func:`.download.download`); ``digits`` never needs it.
     """
     if download and name in df.SOURCES:
-        from inference.download import download as fetch
+        from varbayes.inference.data.download import download as fetch
 
         fetch(name, data_dir)
     loaders = {"digits": lambda: _digits(),

@@ -5,21 +5,19 @@
 ``log_likelihood`` (pointwise, for LOO) and ``observed_data``. Chains run sequentially on
 CPU and in parallel when at least ``num_chains`` devices are visible (NumPyro). Models with
 discrete latent sites are refused: NUTS needs continuous latents; use the Gibbs route
-(:mod:`inference.gibbs`, or NumPyro's ``DiscreteHMCGibbs``) for those.
+(:mod:`varbayes.inference.ising.gibbs`, or NumPyro's ``DiscreteHMCGibbs``) for those.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inference.errors import VarbayesError, check
+from varbayes.inference.backends import check_backend
+from varbayes.models.errors import VarbayesError, check
 
 Backend = str  # "numpyro" | "pyro"
 
@@ -59,8 +57,7 @@ def nuts(
     -------
     arviz.InferenceData with chains along ``chain`` and draws along ``draw``.
     """
-    check(backend in ("numpyro", "pyro"),
-          f"backend must be 'numpyro' or 'pyro', got {backend!r}")
+    check_backend(backend)
     check(int(num_samples) >= 1, f"num_samples must be >= 1, got {num_samples}")
     check(int(num_warmup) >= 0, f"num_warmup must be >= 0, got {num_warmup}")
     check(int(num_chains) >= 1, f"num_chains must be >= 1, got {num_chains}")
@@ -97,7 +94,8 @@ def _refuse_discrete(model, args, kwargs, backend) -> None:
     if names:
         raise VarbayesError(
             f"NUTS needs continuous latents, but site(s) {', '.join(names)} are discrete: "
-            "sample them with Gibbs (inference.gibbs, or NumPyro's DiscreteHMCGibbs) instead")
+            "sample them with Gibbs instead (NumPyro's DiscreteHMCGibbs; for the Ising model, "
+            "varbayes.inference.ising.gibbs)")
 
 
 def _nuts_numpyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, seed,
@@ -212,29 +210,3 @@ def _pyro_log_likelihood(model, posterior: dict[str, np.ndarray], args, kwargs
                         observed[name] = site["value"].detach().cpu().numpy()
     loglik = {k: np.stack(v).reshape(n_chain, n_draw, *v[0].shape) for k, v in out.items()}
     return loglik, observed
-
-
-def save_inferencedata(idata: Any, path: str | os.PathLike[str]) -> Path:
-    """Write InferenceData to netCDF atomically (temporary file, then ``os.replace``)."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp)
-        os.replace(tmp, p)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return p
-
-
-def load_inferencedata(path: str | os.PathLike[str]):
-    """Read InferenceData from netCDF (data only: no code runs), with clear errors."""
-    import arviz as az
-
-    p = Path(path)
-    if not p.is_file():
-        raise VarbayesError(f"no InferenceData file at {p}: run 'varbayes mcmc' first")
-    try:
-        return az.from_netcdf(p)
-    except Exception as e:  # netCDF/HDF5 raise many types for a bad file
-        raise VarbayesError(f"{p} is not a readable InferenceData netCDF file ({e})") from None

@@ -16,9 +16,9 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from inference import datafiles as df
-from inference.errors import VarbayesError
-from inference.io import progress
+from varbayes.inference.data import files as df
+from varbayes.inference.io import progress
+from varbayes.models.errors import VarbayesError
 
 CHUNK = 1 << 16
 
@@ -35,7 +35,7 @@ def download(
 
     Parameters
     ----------
-    name : a key of :data:`inference.datafiles.SOURCES`.
+    name : a key of :data:`varbayes.inference.data.files.SOURCES`.
     mirrors : base URLs to use instead of the canonical ones; a file's URL is
         ``base.rstrip('/') + '/' + file_name``.
     timeout : seconds to wait on a stalled connection.

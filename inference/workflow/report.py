@@ -1,6 +1,6 @@
 """One Markdown report of an SVI-vs-NUTS comparison: tables, gate, gaps, model comparison.
 
-Pure formatting on top of :mod:`inference.diagnostics`: every function takes InferenceData
+Pure formatting on top of :mod:`.diagnostics`: every function takes InferenceData
 or pandas tables and returns Markdown text; :func:`write_report` writes ``report.md`` next
 to its PNG figures.
 """
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from inference.diagnostics import Gate, compare, gate, loo
+from varbayes.inference.io import atomic_write_bytes
+from varbayes.inference.workflow.diagnostics import Gate, compare, gate, loo
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -98,7 +99,7 @@ def model_comparison(models: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
 
 
 def gates(fits: Mapping[str, Any]) -> dict[str, Gate]:
-    """:func:`inference.diagnostics.gate` of each fit."""
+    """:func:`.diagnostics.gate` of each fit."""
     return {name: gate(idata) for name, idata in fits.items()}
 
 
@@ -110,7 +111,6 @@ def image(path: str | os.PathLike[str], caption: str) -> str:
 def write_report(out: str | os.PathLike[str], title: str, sections: Sequence[tuple[str, str]]
                  ) -> Path:
     """``report.md`` in ``out``: a title, then (heading, Markdown body) per section."""
-    from inference.io import atomic_write_bytes
 
     parts = [f"# {title}", ""]
     for heading, body in sections:

@@ -1,8 +1,11 @@
-"""AIS and BDMC for Pyro model+guide pairs: the algorithm of :mod:`inference.ais` in torch.
+"""AIS and BDMC for Pyro model+guide pairs: the algorithm of
+:mod:`.ais_jax` in torch.
 
 The schedule, the options, the site checks and the estimates on log weights are shared with
-the JAX version; only the HMC transition and the densities are written again, with torch
-autograd for the gradients and an outer ``_particles`` plate for the C chains.
+the JAX version (:mod:`~varbayes.inference.evidence.annealing`,
+:mod:`~varbayes.inference.evidence.sites`); only the HMC transition and the densities are
+written again, with torch autograd for the gradients and an outer ``_particles`` plate for
+the C chains.
 """
 
 from __future__ import annotations
@@ -13,21 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from inference.ais import (
+from varbayes.inference.evidence.annealing import (
     DEFAULTS,
     JITTER,
     PILOT_CHAINS,
     AISOptions,
     AISResult,
-    _finish,
-    _unflatten,
     check_options,
-    latent_sites,
+    finish,
     schedule,
-    split_terms,
 )
-from inference.errors import check
-from inference.evidence import pyro_particle_plate
+from varbayes.inference.evidence.sites import (
+    latent_sites,
+    pyro_particle_plate,
+    split_terms,
+    unflatten,
+)
+from varbayes.models.errors import check
 
 TorchDensity = Callable[[Any], Any]
 """z (C, M, d) tensor -> (C, M) tensor."""
@@ -36,7 +41,7 @@ TorchDensity = Callable[[Any], Any]
 def hmc_step(z: Any, step_size: Any, log_f: TorchDensity, n_leapfrog: int,
              jitter: float = JITTER) -> tuple[Any, Any]:
     """One HMC transition per (chain, datapoint), unit mass, step size jittered by ±jitter
-    (relative): (new z (C, M, d), accept (C, M)); as :func:`inference.ais.hmc_step`."""
+    (relative): (new z (C, M, d), accept (C, M)); as :func:`.ais_jax.hmc_step`."""
     import torch
 
     def grad(q: Any) -> tuple[Any, Any]:
@@ -64,7 +69,7 @@ def hmc_step(z: Any, step_size: Any, log_f: TorchDensity, n_leapfrog: int,
 
 def run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensity,
         options: AISOptions, step_sizes: Any = None) -> tuple[Any, Any, Any]:
-    """The chain along ``betas`` from z0 (C, M, d), as :func:`inference.ais.run`.
+    """The chain along ``betas`` from z0 (C, M, d), as :func:`.ais_jax.run`.
 
     Returns (log_w (C, M), accept (T−1, C, M), step sizes used (T−1, C, M)).
     """
@@ -103,7 +108,7 @@ def run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensit
 def adapted_run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensity,
                 options: AISOptions, pilot_chains: int = PILOT_CHAINS) -> tuple[Any, Any]:
     """Pilot chains adapt the step sizes, the other chains run with them frozen (as
-    :func:`inference.ais.adapted_run`). Returns (log_w (C, M), accept (T−1, C, M))."""
+    :func:`.ais_jax.adapted_run`). Returns (log_w (C, M), accept (T−1, C, M))."""
     import torch
 
     _, _, eps = run(z0[:pilot_chains], betas, log_p0, log_joint, options)
@@ -125,12 +130,9 @@ def pyro_densities(model: Callable[..., None], guide: Callable[..., None], args:
     names = [n for n, _ in sites]
     vec, reduce = pyro_particle_plate(tr.nodes.values(), chains)
 
-    def unflatten(z: Any) -> dict[str, Any]:
-        return _unflatten(z, sites)
-
     def terms(fn: Callable[..., None], z: Any) -> tuple[Any, Any]:
-        t = pyro.poutine.trace(pyro.poutine.condition(vec(fn), data=unflatten(z))).get_trace(
-            *args, **kwargs)
+        conditioned = pyro.poutine.condition(vec(fn), data=unflatten(z, sites))
+        t = pyro.poutine.trace(conditioned).get_trace(*args, **kwargs)
         return split_terms(t.nodes.values(), plate, names, reduce)
 
     def log_joint(z: Any) -> Any:
@@ -162,7 +164,7 @@ def pyro_ais(model: Callable[..., None], guide: Callable[..., None],
              seed: int = 0, plate: str = "data", posterior: Sequence[Any] | None = None,
              progress: Callable[[Iterable], Iterable] | None = None) -> AISResult:
     """AIS (or, with ``posterior``, reverse BDMC) estimates for a Pyro model+guide; the same
-    contract as :func:`inference.ais.numpyro_ais`."""
+    contract as :func:`.ais_jax.numpyro_ais`."""
     import pyro
     import torch
 
@@ -189,7 +191,7 @@ def pyro_ais(model: Callable[..., None], guide: Callable[..., None],
         parts.append((log_w.detach().numpy(),
                       accept.mean(dim=(1, 2)).detach().numpy() if len(accept) else
                       np.zeros(0)))
-    return _finish(parts, reverse, t0)
+    return finish(parts, reverse, t0)
 
 
 def _sliced_run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensity,

@@ -1,0 +1,58 @@
+"""The two backends: their names, the check, array conversion and model-module look-up.
+
+This is the only place outside an algorithm's own entry point that branches on the backend
+name. An algorithm that takes a model takes ``backend=`` (``"numpyro"`` or ``"pyro"``),
+checks it with :func:`check_backend` and picks its implementation once, at its entry.
+Nothing here imports torch or JAX until a function that needs them runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from varbayes.models.errors import check
+
+BACKENDS = ("numpyro", "pyro")
+"""The backend names, NumPyro (JAX) first: the default everywhere."""
+
+
+def check_backend(backend: str, flag: str = "backend") -> str:
+    """Return ``backend`` unchanged, or raise a one-line error naming ``flag`` and the choices."""
+    check(backend in BACKENDS, f"{flag} must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
+
+
+def as_array(a: Any, backend: str, dtype: str = "float32") -> Any:
+    """``a`` as a JAX array (numpyro) or a torch tensor (pyro) of ``dtype``; None stays None."""
+    if a is None:
+        return None
+    if check_backend(backend) == "pyro":
+        import torch
+
+        return torch.as_tensor(np.asarray(a), dtype=getattr(torch, dtype))
+    import jax.numpy as jnp
+
+    return jnp.asarray(np.asarray(a), dtype=dtype)
+
+
+def to_numpy(a: Any) -> np.ndarray | None:
+    """A JAX array, torch tensor or array-like as a numpy array (detached); None stays None."""
+    if a is None:
+        return None
+    detach = getattr(a, "detach", None)
+    if detach is not None:  # a torch tensor
+        return detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def model_module(family: str, backend: str) -> ModuleType:
+    """``varbayes.models.<family>.<backend>_model``, e.g. ``model_module("vae", "pyro")``.
+
+    Both modules of a family expose the same names with the same signatures, so code that
+    holds the module works in either backend.
+    """
+    return importlib.import_module(f"varbayes.models.{family}.{check_backend(backend)}_model")
