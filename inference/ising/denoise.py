@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from inference import exact, meanfield
-from inference.errors import check
-from inference.results import PosteriorResult, mpm
-from models.ising.noise import Noise, make_posterior
+from varbayes.inference.ising import cavi
+from varbayes.inference.ising.results import PosteriorResult, mpm
+from varbayes.models.errors import check
+from varbayes.models.ising import exact
+from varbayes.models.ising.noise import Noise, make_posterior
 
 METHODS = ("cavi", "svi", "svi-score", "gibbs", "icm", "exact")
 
@@ -62,20 +64,20 @@ def run_method(method: str, observed: np.ndarray, noise: Noise, J,
     check(method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     iters = DEFAULT_ITERS[method] if opts.iters is None else opts.iters
     check(iters >= 1, f"--iters must be >= 1, got {iters}")
-    meanfield.validate_schedule(opts.schedule, opts.damping)
+    cavi.validate_schedule(opts.schedule, opts.damping)
     if method == "exact":
         return run_exact(observed, noise, J)
     if method in ("svi", "svi-score"):
-        from inference import meanfield_svi
+        from varbayes.inference.ising import svi
 
         loss = "closed" if method == "svi" else "score"
-        return meanfield_svi.fit(opts.backend, observed, noise, J, loss=loss, steps=iters,
-                                 lr=opts.lr, num_particles=opts.particles, seed=opts.seed)
+        return svi.fit(opts.backend, observed, noise, J, loss=loss, steps=iters,
+                       lr=opts.lr, num_particles=opts.particles, seed=opts.seed)
     post = make_posterior(observed, noise, J)
     if method == "cavi":
-        return meanfield.run(post, schedule=opts.schedule, damping=opts.damping,
-                             max_iters=iters, tol=opts.tol)
-    from inference import gibbs  # imports JAX: only when needed
+        return cavi.run(post, schedule=opts.schedule, damping=opts.damping,
+                        max_iters=iters, tol=opts.tol)
+    from varbayes.inference.ising import gibbs  # imports JAX: only when needed
 
     if method == "icm":
         return gibbs.icm(post, max_iters=iters)
@@ -83,3 +85,34 @@ def run_method(method: str, observed: np.ndarray, noise: Noise, J,
 
     return gibbs.sample(jax.random.key(opts.seed), post, num_samples=iters,
                         burn_in=opts.burn_in, num_chains=opts.chains)
+
+
+#: What :func:`compare_methods` runs: (label, method, option overrides).
+COMPARE_RUNS = (
+    ("icm", "icm", {}),
+    ("cavi-parallel", "cavi", {"schedule": "parallel", "damping": 0.5, "iters": 15}),
+    ("cavi-checkerboard", "cavi", {"schedule": "checkerboard", "damping": 1.0}),
+    ("svi", "svi", {}),
+    ("svi-score", "svi-score", {}),
+    ("gibbs", "gibbs", {}),
+    ("exact", "exact", {}),
+)
+#: Largest grid (sites) on which :func:`compare_methods` runs the noisy score-function SVI.
+SCORE_MAX_SITES = 1024
+
+
+def compare_methods(observed: np.ndarray, noise: Noise, J, base: Options | None = None, *,
+                    progress: Callable[[Iterable], Iterable] = iter
+                    ) -> dict[str, PosteriorResult]:
+    """Every method of :data:`COMPARE_RUNS` on one observation, label -> result.
+
+    Exact inference is left out when the grid is too large for the transfer matrix, and the
+    noisy score-function SVI when it has more than :data:`SCORE_MAX_SITES` sites.
+    """
+    base = Options() if base is None else base
+    H, W = np.shape(observed)
+    runs = [r for r in COMPARE_RUNS
+            if not (r[1] == "exact" and min(H, W) > exact.MAX_ROWS)
+            and not (r[1] == "svi-score" and H * W > SCORE_MAX_SITES)]
+    return {label: run_method(method, observed, noise, J, base._replace(**over))
+            for label, method, over in progress(runs)}

@@ -1,11 +1,10 @@
-"""NUTS cross-check of the Bayesian VAE's mean-field q(θ) on a tiny decoder (issue 5 item 5,
-issue 7 item 2b).
+"""NUTS cross-check of the Bayesian VAE's mean-field q(θ) on a tiny decoder.
 
 A tiny Bayesian VAE (latent 2, a few tanh hidden units) is fitted by SVI on a few dozen
 binarized images; NumPyro NUTS then samples the same model's posterior p(θ, z_1..N | x)
 with the decoder weights θ and all latents z sampled jointly (the model of
-:mod:`models.bayesian_vae.numpyro_model` with ``n_data=None``). Both become
-``arviz.InferenceData`` (:func:`inference.diagnostics.from_draws` for the guide).
+:mod:`varbayes.models.bayesian_vae.numpyro_model` with ``n_data=None``). Both become
+``arviz.InferenceData`` (:func:`varbayes.inference.workflow.diagnostics.from_draws` for the guide).
 
 **Symmetries.** The posterior over MLP weights is invariant under permutations of the
 hidden units and (tanh) sign flips of a unit's incoming and outgoing weights, and p(z) is
@@ -24,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference.errors import check
+from varbayes.models.errors import check
 
 INVARIANT = "theta.dec.out.bias"
 
@@ -46,7 +45,7 @@ def _predictive_pixels(bvae: Any, theta_draws: dict[str, np.ndarray], n_z: int,
     import jax
     import jax.numpy as jnp
 
-    from models.bayesian_vae.numpyro_model import decode_with
+    from varbayes.models.bayesian_vae.numpyro_model import decode_with
 
     flat = {k.removeprefix("theta."): np.asarray(v).reshape(-1, *np.shape(v)[2:])
             for k, v in theta_draws.items()}
@@ -100,10 +99,10 @@ def weights_posterior(x: np.ndarray, *, hidden: int = 3, prior_scale: float = 1.
         sequentially on CPU).
     init_from_svi : start NUTS at q(θ)'s means and the encoder means of z.
     """
-    from inference.svi import SVIOptions, fit
-    from models.bayesian_vae import numpyro_model as nbv
-    from models.bayesian_vae.config import BayesConfig
-    from models.vae.config import VAEConfig, check_data
+    from varbayes.inference.vi.svi import SVIOptions, fit
+    from varbayes.models.bayesian_vae import numpyro_model as nbv
+    from varbayes.models.bayesian_vae.config import BayesConfig
+    from varbayes.models.vae.config import VAEConfig, check_data
 
     x = np.asarray(x, np.float32)
     check(x.ndim == 2 and 2 <= len(x) <= 500, f"x must be (N, D) with 2 <= N <= 500 images, "
@@ -131,15 +130,15 @@ def nuts_vs_q(trained: Any, x: np.ndarray, c: np.ndarray | None = None, *,
 
     Parameters
     ----------
-    trained : :class:`models.bayesian_vae.numpyro_model.BayesianVAE` with the learned q(θ).
+    trained : :class:`varbayes.models.bayesian_vae.numpyro_model.BayesianVAE` with the learned q(θ).
     x : (N, D) the binary images q(θ) was fitted to; c : (N, C) conditioning or None.
     num_chains, num_warmup, num_samples, max_tree_depth : NumPyro NUTS settings.
     init_from_q : start NUTS at q(θ)'s means and the encoder means of z.
     """
-    from inference.diagnostics import from_draws
-    from inference.mcmc import nuts
-    from models.bayesian_vae import numpyro_model as nbv
-    from models.bayesian_vae.config import site
+    from varbayes.inference.mcmc.nuts import nuts
+    from varbayes.inference.workflow.diagnostics import from_draws
+    from varbayes.models.bayesian_vae import numpyro_model as nbv
+    from varbayes.models.bayesian_vae.config import site
 
     check(num_samples >= 1, f"--samples must be >= 1, got {num_samples}")
     loc, sigma = nbv.posterior(trained)
@@ -176,16 +175,16 @@ def run_weights_posterior(run_dir: str | Path, data_dir: str | None = None, *,
     under the run's prior. NUTS runs on the NumPyro twin of the model with the run's
     weights; the run must have at most :data:`MAX_RUN_IMAGES` training images.
     """
-    from inference import datasets
-    from inference.commands.vae import arrays_for, load_run, load_sigma
-    from models.bayesian_vae import numpyro_model as nbv
-    from models.bayesian_vae.config import BayesConfig, softplus_inv
+    from varbayes.inference.data import datasets
+    from varbayes.inference.vae.run import arrays_for, load_run
+    from varbayes.models.bayesian_vae import numpyro_model as nbv
+    from varbayes.models.bayesian_vae.config import BayesConfig, softplus_inv
 
-    sigma = load_sigma(run_dir)
+    run = load_run(run_dir, data_dir)
+    sigma = run.sigma
     check(sigma is not None, f"{run_dir} is a plain VAE run (point-estimate decoder): "
                              "--target weights needs a Bayesian decoder, so train with "
                              "'varbayes vae train --bayesian'")
-    run = load_run(run_dir, data_dir)
     n = len(run.data.x_train)
     check(n <= MAX_RUN_IMAGES,
           f"{run_dir} was trained on {n} images: NUTS over the decoder weights and every "
@@ -210,8 +209,8 @@ def run_weights_posterior(run_dir: str | Path, data_dir: str | None = None, *,
 def plot_overlay(result: WeightsPosterior, out: str | Path, n: int = 8) -> Path:
     """Marginals of the first ``n`` output biases (symmetry-invariant): NUTS histograms
     with the q(θ) draws overlaid. Writes ``weights_marginals.png`` in ``out``."""
-    from inference.io import save_figure
-    from models.vae.plots import _plt
+    from varbayes.inference.io import save_figure
+    from varbayes.models.vae.plots import _plt
 
     plt = _plt()
     pn = result.nuts.posterior[INVARIANT].values.reshape(-1, result.nuts.posterior[

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inference.errors import check
-from inference.meanfield import chessboard
-from inference.results import PosteriorResult, mpm
-from models.ising.energy import Posterior, log_joint, neighbor_sum, to_backend
+from varbayes.inference.ising.cavi import chessboard
+from varbayes.inference.ising.results import PosteriorResult, mpm
+from varbayes.models.errors import check
+from varbayes.models.ising.energy import Posterior, log_joint, neighbor_sum, to_backend
 
 
 class GibbsState(NamedTuple):

@@ -1,8 +1,8 @@
 """SVI for the mean-field Ising guide, in Pyro and in NumPyro, with two losses.
 
 - ``closed``: the exact mean-field ELBO, computed in closed form from the guide's logits
-  (:func:`models.ising.energy.elbo_from_logits`) and the model's likelihood. Its gradient is
-  exact, so Adam converges to a CAVI fixed point.
+  (:func:`varbayes.models.ising.energy.elbo_from_logits`) and the model's likelihood. Its
+  gradient is exact, so Adam converges to a CAVI fixed point.
 - ``score``: the generic Monte-Carlo ELBO with score-function (REINFORCE) gradients for the
   discrete ``z``: Pyro ``Trace_ELBO``, NumPyro ``TraceGraph_ELBO`` (NumPyro's ``Trace_ELBO``
   drops the score term for discrete sites). Unbiased but noisy; for small grids.
@@ -17,10 +17,11 @@ import time
 
 import numpy as np
 
-from inference.errors import check
-from inference.results import PosteriorResult, mpm
-from models.ising.energy import Couplings, Posterior, elbo_from_logits, to_backend
-from models.ising.noise import Noise, make_posterior
+from varbayes.inference.backends import check_backend
+from varbayes.inference.ising.results import PosteriorResult, mpm
+from varbayes.models.errors import check
+from varbayes.models.ising.energy import Couplings, Posterior, elbo_from_logits, to_backend
+from varbayes.models.ising.noise import Noise, make_posterior
 
 LOSSES = ("closed", "score")
 
@@ -51,7 +52,7 @@ class PyroClosedFormELBO:
     def __call__(self, model, guide, observed, couplings: Couplings, noise: Noise):
         from pyro import poutine
 
-        from models.ising import pyro_model
+        from varbayes.models.ising import pyro_model
 
         guide_trace = poutine.trace(guide).get_trace(observed, couplings, noise)
         logits = guide_trace.nodes["z"]["fn"].base_dist.logits  # (H, W)
@@ -76,7 +77,7 @@ def fit_pyro(
     import pyro
     import torch
 
-    from models.ising import pyro_model
+    from varbayes.models.ising import pyro_model
 
     _check(loss, steps, lr, num_particles)
     post = make_posterior(observed, noise, J)
@@ -110,7 +111,7 @@ def _numpyro_closed_form_elbo():
     import numpyro
     from numpyro import handlers
 
-    from models.ising import numpyro_model
+    from varbayes.models.ising import numpyro_model
 
     class NumPyroClosedFormELBO(numpyro.infer.elbo.ELBO):
         """NumPyro loss: exact ``−ELBO`` from the guide's ``z`` logits (no sampling)."""
@@ -143,7 +144,7 @@ def fit_numpyro(
     import numpyro
     from numpyro.infer import SVI, TraceGraph_ELBO
 
-    from models.ising import numpyro_model
+    from varbayes.models.ising import numpyro_model
 
     _check(loss, steps, lr, num_particles)
     post = make_posterior(observed, noise, J)
@@ -176,6 +177,5 @@ def fit_numpyro(
 
 def fit(backend: str, *args, **kwargs) -> PosteriorResult:
     """Dispatch to :func:`fit_numpyro` or :func:`fit_pyro`."""
-    check(backend in ("numpyro", "pyro"),
-          f"--backend must be numpyro or pyro, got {backend!r}")
+    check_backend(backend, "--backend")
     return (fit_numpyro if backend == "numpyro" else fit_pyro)(*args, **kwargs)

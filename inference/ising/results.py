@@ -22,7 +22,8 @@ class PosteriorResult(NamedTuple):
     elbo: float
     """Mean-field ELBO in nats (a bound on ``log Σ_z p̃(z, x)``), or NaN."""
     log_evidence: float
-    """``log Σ_z p̃(z, x)`` in nats for the exact method (see :mod:`inference.exact`), or NaN."""
+    """``log Σ_z p̃(z, x)`` in nats for the exact method (see
+    :mod:`varbayes.models.ising.exact`), or NaN."""
     history: np.ndarray
     """(iterations + 1,) float64: the objective at the start and after each iteration
     (one value, ``log_evidence``, for the exact method)."""

@@ -22,19 +22,21 @@ q for every x from one network. What we *estimate*:
   and the amortization gap a lower bound (a negative value means the optimizer lost);
 * KL(p ‖ q) = E_p[log p(x, z) − log q(z)] − log p(x), from NUTS draws of p(z|x).
 
-All log densities come from the NumPyro twin of the run (the same weights), through
-:func:`inference.evidence.numpyro_log_joint`.
+All log densities come from the NumPyro twin of the run (the same weights,
+:func:`.run.numpyro_twin`), through
+:func:`varbayes.inference.evidence.sites.numpyro_log_joint`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from inference.errors import check
+from varbayes.models.errors import check
 
 LogJoint = Callable[[Any], Any]
 """``z (M, K) -> (M,)``: per-datapoint log p(x_i, z_i) in nats."""
@@ -78,19 +80,12 @@ class GapReport(NamedTuple):
         return self.elbo_optimal - self.elbo_amortized
 
 
-def numpyro_twin(run: Any) -> Any:
-    """The run's VAE rebuilt in NumPyro with the same weights (any backend)."""
-    from models.vae import numpyro_model
-
-    return numpyro_model.build(run.vae.config, run.mod.weights(run.vae))
-
-
 def vae_log_joint(vae: Any, x: np.ndarray, c: np.ndarray | None = None) -> LogJoint:
     """log p_θ(x_i, z_i) per datapoint for a NumPyro VAE; x (M, D), c (M, C) or None."""
     import jax.numpy as jnp
 
-    from inference.evidence import numpyro_log_joint
-    from models.vae import numpyro_model
+    from varbayes.inference.evidence.sites import numpyro_log_joint
+    from varbayes.models.vae import numpyro_model
 
     xj = jnp.asarray(x, dtype=jnp.float32)
     cj = None if c is None else jnp.asarray(c, dtype=jnp.float32)
@@ -195,7 +190,7 @@ def is_log_evidence(log_joint: LogJoint, q: Gaussians, *, k: int = 5000, seed: i
     import jax
     import jax.numpy as jnp
 
-    from inference.evidence import log_mean_exp
+    from varbayes.inference.evidence.importance import log_mean_exp
 
     loc, scale = jnp.asarray(q.loc, jnp.float32), jnp.asarray(q.scale, jnp.float32)
     z = loc + scale * jax.random.normal(jax.random.key(seed), (k, *loc.shape))
@@ -223,7 +218,8 @@ def posterior_grid(log_joint: LogJoint, center: Gaussians, *, n: int = 200,
     """p(z|x) on an ``n``-per-axis grid spanning ``center.loc ± width·center.scale``.
 
     Pass a guess close to the posterior (e.g. q*); the caller should check that the grid
-    holds the mass (compare ``log_px`` with :func:`inference.evidence.quadrature`).
+    holds the mass (compare ``log_px`` with
+    :func:`varbayes.inference.evidence.quadrature.quadrature`).
     """
     import jax
     from scipy.special import logsumexp
@@ -258,7 +254,7 @@ def gaps(log_joint: LogJoint, amortized: Gaussians, *, steps: int = 1000, n_elbo
 
     Returns the report and, for latent size ≤ 2, the posterior grid (log p(x) by quadrature).
     """
-    from inference.evidence import quadrature
+    from varbayes.inference.evidence.quadrature import quadrature
 
     optimal = optimize_gaussian(log_joint, amortized, steps=steps, seed=seed)
     ea, ea_se = elbo(log_joint, amortized, n=n_elbo, seed=seed + 1)
@@ -303,7 +299,7 @@ def plot_overlay(grid: Grid, draws: np.ndarray, report: GapReport, out: Any,
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
 
-    from inference.io import save_figure
+    from varbayes.inference.io import save_figure
 
     M = min(draws.shape[1], max_panels)
     check(draws.shape[-1] == 2, "the overlay plot needs latent size 2")
@@ -327,35 +323,4 @@ def plot_overlay(grid: Grid, draws: np.ndarray, report: GapReport, out: Any,
     fig.suptitle("p(z|x): grid contours (grey), NUTS draws (blue); 1σ/2σ ellipses of q",
                  fontsize=9)
     fig.tight_layout()
-    path = save_figure(fig, _path(out) / name)
-    plt.close(fig)
-    return path
-
-
-def _path(out: Any) -> Any:
-    from pathlib import Path
-
-    return Path(out)
-
-
-def sample_latent(run: Any, x: np.ndarray, c: np.ndarray | None = None, **nuts_kwargs: Any):
-    """NUTS draws of p(z|x) under a trained run's decoder, in the run's own backend.
-
-    ``x`` (M, D) and ``c`` (M, C) or None; ``nuts_kwargs`` go to :func:`inference.mcmc.nuts`
-    (Pyro runs without the PyTorch JIT unless ``jit_compile=True`` is passed).
-    Returns InferenceData with ``z`` (chain, draw, M, K) and the pointwise log p(x_i|z_i).
-    """
-    from inference.mcmc import nuts
-
-    backend = run.header["backend"]
-    if backend == "pyro":
-        import torch
-
-        arr = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-        # the PyTorch JIT traces x.shape[0] as a tensor, which breaks the model's shapes
-        nuts_kwargs.setdefault("jit_compile", False)
-    else:
-        import jax.numpy as jnp
-
-        arr = lambda a: None if a is None else jnp.asarray(a, dtype=jnp.float32)  # noqa: E731
-    return nuts(run.mod.model, run.vae, arr(x), arr(c), backend=backend, **nuts_kwargs)
+    return save_figure(fig, Path(out) / name)

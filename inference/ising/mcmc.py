@@ -3,7 +3,7 @@
 NUTS cannot sample ±1 spins, and NumPyro's ``DiscreteHMCGibbs`` needs continuous sites to
 wrap and enumerates a site's whole support (our ``Spin`` support is the integer interval
 [-1, 1], which holds 0), so the route here is our checkerboard sampler
-(:func:`inference.gibbs.step`), with every draw kept:
+(:func:`.gibbs.step`), with every draw kept:
 
 * ``posterior["z"]`` (chain, draw, H, W): the spins;
 * ``log_likelihood["x"]`` (chain, draw, H, W): log p(x_ij | z_ij) = ℓ_ij(z_ij) per pixel, in
@@ -12,7 +12,7 @@ wrap and enumerates a site's whole support (our ``Spin`` support is the integer 
   :func:`compare_couplings`);
 * ``observed_data["x"]`` when the observation is given.
 
-Small grids have exact marginals (:mod:`inference.exact`) to test against.
+Small grids have exact marginals (:mod:`varbayes.models.ising.exact`) to test against.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inference import gibbs
-from inference.errors import check
-from models.ising.energy import Posterior, to_backend
+from varbayes.inference.ising import gibbs
+from varbayes.models.errors import check
+from varbayes.models.ising.energy import Posterior, to_backend
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "burn_in", "num_chains", "thin"))
@@ -92,9 +92,10 @@ def compare_couplings(key: jax.Array, observed: np.ndarray, noise: Any,
                       couplings: Mapping[str, float], **kwargs: Any) -> dict[str, Any]:
     """Gibbs InferenceData per coupling variant (name -> J) for PSIS-LOO / WAIC comparison.
 
-    Pass the result to :func:`inference.diagnostics.compare`; ``kwargs`` go to :func:`sample`.
+    Pass the result to :func:`varbayes.inference.workflow.diagnostics.compare`; ``kwargs`` go
+    to :func:`sample`.
     """
-    from models.ising.noise import make_posterior
+    from varbayes.models.ising.noise import make_posterior
 
     check(len(couplings) >= 1, "give at least one coupling variant")
     return {name: sample(jax.random.fold_in(key, i), make_posterior(observed, noise, J),

@@ -1,6 +1,6 @@
 """Closed-form coordinate ascent (CAVI) for the mean-field Ising posterior.
 
-Setting the derivative of the ELBO (see :mod:`models.ising.energy`) with respect to one
+Setting the derivative of the ELBO (see :mod:`varbayes.models.ising.energy`) with respect to one
 ``μ_i`` to zero, with every other mean fixed, gives
 
     μ_i ← tanh(Σ_j W_ij μ_j + h_i),          h_i = ½(ℓ_i⁺ − ℓ_i⁻),
@@ -26,10 +26,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference.errors import check
-from inference.results import PosteriorResult, mpm
-from models.ising._array import Array, tanh
-from models.ising.energy import Couplings, Posterior, elbo_from_mean, neighbor_sum
+from varbayes.inference.ising.results import PosteriorResult, mpm
+from varbayes.models.errors import check
+from varbayes.models.ising._array import Array, tanh
+from varbayes.models.ising.energy import Couplings, Posterior, elbo_from_mean, neighbor_sum
 
 SCHEDULES = ("parallel", "checkerboard")
 
