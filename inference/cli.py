@@ -1,33 +1,26 @@
 """The ``varbayes`` command: argument parsing and dispatch.
 
-Each command group lives in its own module under :mod:`inference.commands` and exposes
-``register(subparsers)``, which adds its parser(s) and sets ``func`` to a handler
-``handler(args) -> int``. Handlers raise :class:`~inference.errors.VarbayesError` for bad
+Each command group lives in its own module under :mod:`varbayes.inference.commands` and
+exposes ``register(subparsers)``, which adds its parser(s) and sets ``func`` to a handler
+``handler(args) -> int``. Handlers raise :class:`~varbayes.models.errors.VarbayesError` for bad
 input; :func:`main` turns that into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
-from inference.errors import VarbayesError
-from inference.io import set_quiet
+from varbayes import __version__
+from varbayes.inference.commands import compare, data, demo, evidence, ising, mcmc, vae
+from varbayes.inference.io import set_quiet
+from varbayes.models.errors import VarbayesError
 
 #: Command modules, in the order their commands appear in ``varbayes --help``.
-COMMAND_MODULES = (
-    "inference.commands.demo",
-    "inference.commands.data",
-    "inference.commands.ising",
-    "inference.commands.vae",
-    "inference.commands.evidence",
-    "inference.commands.mcmc",
-    "inference.commands.compare",
-)
+COMMAND_MODULES = (demo, data, ising, vae, evidence, mcmc, compare)
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,31 +30,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool = True) -> None:
-    """Add the options every computing command shares: ``--out``, ``--seed``, ``--quiet``."""
-    if out:
-        parser.add_argument("--out", required=True, metavar="DIR",
-                            help="folder for metrics.json and PNG figures (created if missing)")
-    if seed:
-        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> None:
-    """Add ``--data-dir`` (falls back to $VARBAYES_DATA, then ~/.cache/varbayes).
-
-    With ``download=True`` also add ``--download`` (fetch missing files from the canonical
-    source, verified, before loading): pass ``args.download`` to ``datasets.load``.
-    """
-    parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="data folder with one subfolder per dataset "
-                             "(default: $VARBAYES_DATA, else ~/.cache/varbayes)")
-    if download:
-        parser.add_argument("--download", action="store_true",
-                            help="fetch missing dataset files from their canonical source "
-                                 "(verified before use)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full ``varbayes`` parser with every registered command."""
     parser = Parser(
@@ -69,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Variational inference done right: Ising, VAE and Bayesian VAE as Pyro "
                     "and NumPyro model+guide pairs, checked against exact answers.",
     )
+    parser.add_argument("--version", action="version", version=f"varbayes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 

@@ -1,9 +1,9 @@
 """``varbayes compare RUN_DIR --out DIR``: SVI against NUTS on a trained run, as one report.
 
 For the first ``--n-data`` test images: NUTS draws of p(z|x) and draws of the encoder's
-q_φ(z|x), both as InferenceData (:func:`inference.diagnostics.from_draws`), side by side in
-``az.summary`` tables, the diagnostics gate, the plots (trace, rank, pair, energy, forest),
-the amortization gap, and model comparison by PSIS-LOO and WAIC:
+q_φ(z|x), both as InferenceData (:mod:`varbayes.inference.vae.latent_posterior`), side by
+side in ``az.summary`` tables, the diagnostics gate, the plots (trace, rank, pair, energy,
+forest), the amortization gap, and model comparison by PSIS-LOO and WAIC:
 
 * **VAE variants** (``--variants``, other runs on the same data): the pointwise
   log-likelihood of test image i at draw s is log p(x_i | z_i^s) with z_i^s ~ p(z_i | x_i).
@@ -26,106 +26,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from inference.io import out_dir, save_figure, write_metrics
-
-
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        from inference.errors import VarbayesError
-
-        raise VarbayesError(f"{flag} must be comma-separated numbers like 0,0.5,1, got "
-                            f"{text!r}") from None
-
-
-def _forest_both(nuts: Any, svi: Any, out: Path) -> Path:
-    import warnings
-
-    import arviz as az
-    import matplotlib
-
-    matplotlib.use("Agg")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        axes = az.plot_forest([nuts, svi], model_names=["NUTS", "SVI q_φ"], combined=True,
-                              figsize=(6, 4))
-    return save_figure(np.asarray(axes).ravel()[0].get_figure(), out / "forest_nuts_vs_svi.png")
+from varbayes.inference.commands._options import (
+    add_common,
+    add_data_dir,
+    add_nuts_options,
+    add_run_dir,
+    check_nuts_options,
+    numbers,
+)
+from varbayes.inference.io import out_dir, save_inferencedata, write_metrics
+from varbayes.inference.ising.compare import coupling_comparison
+from varbayes.inference.vae.latent_posterior import (
+    analyse_latent,
+    pair_coords,
+    write_latent_outputs,
+)
+from varbayes.inference.vae.run import load_run, read_header
+from varbayes.inference.workflow import report
+from varbayes.inference.workflow.diagnostics import plot_diagnostics, plot_forest_comparison
 
 
-def ising_section(couplings: list[float], seed: int, out: Path
-                  ) -> tuple[str, dict[str, float]]:
-    """Gibbs on a 12×12 crop of the ``shapes`` image with 20% flips, one fit per coupling."""
-    import warnings
-
-    import arviz as az
-    import jax
-
-    from inference import exact, ising_mcmc
-    from inference.datasets import load_binary_image
-    from inference.diagnostics import compare
-    from inference.report import markdown_table
-    from models.ising.noise import Noise, corrupt, make_posterior
-
-    clean = load_binary_image("shapes")[26:38, 26:38]
-    noise = Noise("flip", 0.2)
-    x = corrupt(clean, noise, np.random.default_rng(seed))
-    names = {f"J={j:g}": j for j in couplings}
-    models = ising_mcmc.compare_couplings(jax.random.key(seed), x, noise, names,
-                                          num_samples=1000, burn_in=200, num_chains=4)
-    errs, rows, metrics = [], [], {}
-    for name, j in names.items():
-        mean, se = ising_mcmc.marginal_means(models[name])
-        truth = 2 * exact.transfer_matrix(make_posterior(x, noise, j)).marginals - 1
-        ok = se > 0  # a pixel that never flipped has no Monte-Carlo error estimate
-        errs.append([name, float(np.abs(mean - truth).max()),
-                     float(np.abs((mean - truth)[ok] / se[ok]).max()) if ok.any() else np.nan])
-        elpd, elpd_se, _ = ising_mcmc.is_loo(models[name])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            waic = float(az.waic(models[name]).elpd_waic)
-        rows.append([name, elpd, elpd_se, waic])
-        metrics.update({f"max_abs_err_{name}": errs[-1][1], f"is_loo_{name}": elpd,
-                        f"is_loo_se_{name}": elpd_se, f"waic_{name}": waic})
-    t = compare(models, ic="waic")
-    wrows = [[i, t.loc[i, "rank"], t.loc[i, "elpd_waic"], t.loc[i, "elpd_diff"],
-              t.loc[i, "dse"], t.loc[i, "weight"]] for i in t.index]
-    body = ("A 12×12 crop of the synthetic `shapes` image, 20% of pixels flipped; Gibbs "
-            "(4 chains × 1000 draws) per coupling J. Pointwise log-likelihood: "
-            "log p(x_ij | z_ij) per noisy pixel, so elpd_loo sums log p(x_ij | x_−ij). Each "
-            "pixel's log-likelihood takes two values only, so PSIS reports k̂ = ∞ (a false "
-            "alarm: the importance ratios are bounded by 0.8/0.2 = 4) and the table gives "
-            "plain importance-sampling LOO (`inference.ising_mcmc.is_loo`) and WAIC.\n\n"
-            + markdown_table(rows, ["coupling", "elpd_loo (IS)", "se", "elpd_waic"])
-            + "\n\n`az.compare(ic=\"waic\")`, best first:\n\n"
-            + markdown_table(wrows, ["model", "rank", "elpd_waic", "elpd_diff", "dse",
-                                     "weight"])
-            + "\n\nGibbs marginals against exact ones (transfer matrix):\n\n"
-            + markdown_table(errs, ["coupling", "max abs. error of E[z]", "max abs. z-score"]))
-    return body, {f"ising_{k}": v for k, v in metrics.items()}
-
-
-def _compare(args: argparse.Namespace, verbose: bool = True) -> int:
-    from inference import report
-    from inference.commands.mcmc import (
-        analyse_latent,
-        check_nuts_options,
-        check_run_header,
-        pair_coords,
-        write_latent_outputs,
-    )
-    from inference.commands.vae import load_run
-    from inference.diagnostics import plot_diagnostics
-    from inference.mcmc import save_inferencedata
-
+def _compare(args: argparse.Namespace) -> int:
     check_nuts_options(args)
-    couplings = _floats(args.ising_couplings, "--ising-couplings")
+    couplings = numbers(args.ising_couplings, "--ising-couplings")
     variants = [Path(v) for v in args.variants.split(",") if v.strip()]
     run_dir = Path(args.run_dir)
     for d in [run_dir, *variants]:
-        check_run_header(d)
+        read_header(d)
     out = out_dir(args.out)
     t0 = time.perf_counter()
     kw = dict(chains=args.chains, warmup=args.warmup, samples=args.samples, seed=args.seed,
@@ -135,7 +62,8 @@ def _compare(args: argparse.Namespace, verbose: bool = True) -> int:
     write_latent_outputs(main, out, prefix="nuts_")
     save_inferencedata(main.svi, out / "svi_posterior.nc")
     svi_plots = plot_diagnostics(main.svi, out, prefix="svi_", pair_coords=pair_coords(main.svi))
-    forest = _forest_both(main.idata, main.svi, out)
+    forest = plot_forest_comparison({"NUTS": main.idata, "SVI q_φ": main.svi},
+                                    out / "forest_nuts_vs_svi.png")
     fits = {"NUTS": main.idata, "SVI q_φ": main.svi}
     gates = report.gates(fits)
     m = main.metrics
@@ -190,35 +118,31 @@ def _compare(args: argparse.Namespace, verbose: bool = True) -> int:
         "evidence of image i. The sum of log p(x_i) by quadrature/IS is the check:\n\n"
         + report.markdown_table(evid, ["model", "Σ log p(x_i)", "method"]) + "\n\n" + text)))
     if couplings:
-        body, im = ising_section(couplings, args.seed, out)
+        body, im = coupling_comparison(couplings, args.seed)
         metrics.update(im)
         sections.append(("Model comparison: Ising couplings", body))
     metrics["seconds"] = time.perf_counter() - t0
     path = report.write_report(out, f"SVI vs NUTS: {run_dir.name}", sections)
     write_metrics(out, metrics)
-    if verbose:
-        print(f"varbayes compare: {run_dir} on {m['n_data']} test images\n"
-              f"  gate NUTS {'PASS' if m['gate_passed'] else 'FAIL'} (max r̂ "
-              f"{m['max_rhat']:.3f}, min ESS {m['min_ess_bulk']:.0f}, {m['divergences']} "
-              f"divergences); amortization gap {m['amortization_gap']:.4f} nats\n"
-              + "".join(f"  elpd_loo {k[4:]}: {v:.2f} nats\n" for k, v in mc.items()
-                        if k.startswith("loo_") and not k.startswith(("loo_se", "loo_high",
-                                                                      "loo_max")))
-              + f"-> {path}")
+    print(f"varbayes compare: {run_dir} on {m['n_data']} test images\n"
+          f"  gate NUTS {'PASS' if m['gate_passed'] else 'FAIL'} (max r̂ "
+          f"{m['max_rhat']:.3f}, min ESS {m['min_ess_bulk']:.0f}, {m['divergences']} "
+          f"divergences); amortization gap {m['amortization_gap']:.4f} nats\n"
+          + "".join(f"  elpd_loo {k[4:]}: {v:.2f} nats\n" for k, v in mc.items()
+                    if k.startswith("loo_") and not k.startswith(("loo_se", "loo_high",
+                                                                  "loo_max")))
+          + f"-> {path}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``varbayes compare``."""
-    from inference.cli import add_common, add_data_dir
-    from inference.commands.mcmc import add_nuts_options
-
     p = sub.add_parser("compare", help="SVI vs NUTS on a trained run: one Markdown report",
                        description="Compare a trained VAE run's amortized q(z|x) with NUTS "
                                    "draws of p(z|x): az.summary tables, the diagnostics gate, "
                                    "trace/rank/pair/energy/forest plots, the amortization gap "
                                    "and PSIS-LOO / WAIC model comparison, in report.md.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of 'varbayes vae train'")
+    add_run_dir(p)
     p.add_argument("--variants", default="", metavar="DIR[,DIR]",
                    help="other VAE runs on the same data, compared by PSIS-LOO and WAIC")
     p.add_argument("--ising-couplings", default="0,0.5,1", metavar="J[,J]",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import NamedTuple
 
-from inference import datafiles, datasets
-from inference.download import download
-from inference.errors import VarbayesError
+from varbayes.inference.commands._options import add_data_dir
+from varbayes.inference.data import datasets
+from varbayes.inference.data import files as datafiles
+from varbayes.inference.data.download import download
+from varbayes.models.errors import VarbayesError
 
 #: Everything ``data list`` reports: the array datasets plus the letterA image.
 NAMES = (*datasets.DATASETS, "letterA")
@@ -67,8 +69,6 @@ def _download(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``data list``, ``data verify NAME`` and ``data download NAME``."""
-    from inference.cli import add_data_dir
-
     p = sub.add_parser("data", help="list, verify and download datasets",
                        description="What data is available where, checksum verification, "
                                    "and downloads from the canonical sources.")

@@ -17,14 +17,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from inference import datasets, exact
-from inference.denoise import METHODS, Options, run_method
-from inference.errors import VarbayesError, check
-from inference.io import atomic_write_bytes, out_dir, progress, save_figure, write_metrics
-from inference.meanfield import SCHEDULES, validate_schedule
-from inference.results import PosteriorResult
-from models.ising import plots
-from models.ising.noise import (
+from varbayes.inference.backends import BACKENDS
+from varbayes.inference.commands._options import add_common, add_data_dir
+from varbayes.inference.data import datasets
+from varbayes.inference.io import atomic_write_bytes, out_dir, progress, save_figure, write_metrics
+from varbayes.inference.ising.cavi import SCHEDULES, validate_schedule
+from varbayes.inference.ising.denoise import METHODS, Options, compare_methods, run_method
+from varbayes.inference.ising.gap import MEAN_FIELD_JC, ONSAGER_JC, gap_curves
+from varbayes.inference.ising.results import PosteriorResult
+from varbayes.models.errors import VarbayesError, check
+from varbayes.models.ising import exact, plots
+from varbayes.models.ising.noise import (
     NOISE_KINDS,
     Noise,
     corrupt,
@@ -173,35 +176,18 @@ def _write_posterior(out: Path, p: Problem, res: PosteriorResult) -> None:
     atomic_write_bytes(out / "posterior.npz", buf.getvalue())
 
 
-#: What ``compare`` runs: (label, method, option overrides).
-COMPARE_RUNS = (
-    ("icm", "icm", {}),
-    ("cavi-parallel", "cavi", {"schedule": "parallel", "damping": 0.5, "iters": 15}),
-    ("cavi-checkerboard", "cavi", {"schedule": "checkerboard", "damping": 1.0}),
-    ("svi", "svi", {}),
-    ("svi-score", "svi-score", {}),
-    ("gibbs", "gibbs", {}),
-    ("exact", "exact", {}),
-)
-#: Largest grid (sites) on which ``compare`` runs the noisy score-function SVI.
-SCORE_MAX_SITES = 1024
-
-
 def _compare(args: argparse.Namespace) -> int:
     p = load_problem(args)
     base = _options(args)
     out = out_dir(args.out)
     H, W = p.observed.shape
-    runs = [r for r in COMPARE_RUNS
-            if not (r[1] == "exact" and min(H, W) > exact.MAX_ROWS)
-            and not (r[1] == "svi-score" and H * W > SCORE_MAX_SITES)]
+    results = compare_methods(p.observed, p.noise, p.J, base,
+                              progress=lambda r: progress(r, desc="ising compare"))
     rows = [("threshold", _error(p, threshold(p.observed)), math.nan, math.nan, 0, 0.0)]
+    rows += [(label, _error(p, res.estimate), res.elbo, res.log_evidence, res.iterations,
+              res.seconds) for label, res in results.items()]
     estimates = {"threshold": threshold(p.observed)}
-    for label, method, over in progress(runs, desc="ising compare"):
-        res = run_method(method, p.observed, p.noise, p.J, base._replace(**over))
-        rows.append((label, _error(p, res.estimate), res.elbo, res.log_evidence,
-                     res.iterations, res.seconds))
-        estimates[label] = res.estimate
+    estimates.update({label: res.estimate for label, res in results.items()})
     metrics: dict[str, object] = {"height": H, "width": W, "noise": p.noise.kind,
                                   "noise_scale": p.noise.scale}
     for label, err, elbo, logz, its, secs in rows:
@@ -235,8 +221,6 @@ def _table(rows, description: str) -> str:
 
 
 def _gap(args: argparse.Namespace) -> int:
-    from inference.meanfield_gap import MEAN_FIELD_JC, ONSAGER_JC, gap_vs_coupling
-
     check(1 <= args.size <= exact.MAX_ROWS,
           f"--size must be in [1, {exact.MAX_ROWS}] (the exact limit), got {args.size}")
     check(args.j_max > 0 and args.points >= 2,
@@ -245,19 +229,9 @@ def _gap(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     Js = np.linspace(args.j_max / args.points, args.j_max, args.points)
     n = args.size**2
-    rng = np.random.default_rng(args.seed)
-    zero = gap_vs_coupling(Js, np.zeros((args.size, args.size)))
-    data_gaps, data_rel = np.zeros(len(Js)), np.zeros(len(Js))
-    for _ in progress(range(args.repeats), desc="ising gap"):
-        # the clean image: left half −1, right half +1 (one vertical edge)
-        clean = np.where(np.arange(args.size)[None, :] < args.size // 2, -1, 1) * np.ones(
-            (args.size, 1), dtype=np.int8)
-        h = make_posterior(corrupt(clean, noise, rng), noise, 0.0).field.h
-        gaps = gap_vs_coupling(Js, h)
-        data_gaps += np.array([g.gap for g in gaps]) / args.repeats
-        data_rel += np.array([g.relative for g in gaps]) / args.repeats
-    zero_gap = np.array([g.gap for g in zero])
-    zero_rel = np.array([g.relative for g in zero])
+    c = gap_curves(Js, args.size, noise, args.repeats, np.random.default_rng(args.seed),
+                   progress=lambda r: progress(r, desc="ising gap"))
+    zero_gap, zero_rel, data_gaps, data_rel = c
     lines = ["J,gap_zero_field_nats,relerr_zero_field,gap_data_nats,relerr_data"]
     lines += [f"{J:.4f},{a:.6f},{b:.6f},{c:.6f},{d:.6f}"
               for J, a, b, c, d in zip(Js, zero_gap, zero_rel, data_gaps, data_rel, strict=True)]
@@ -283,8 +257,6 @@ def _gap(args: argparse.Namespace) -> int:
 
 
 def _add_input(p: argparse.ArgumentParser) -> None:
-    from inference.cli import add_common, add_data_dir
-
     g = p.add_argument_group("input")
     g.add_argument("--image", metavar="NAME|PATH",
                    help="clean image: letterA, shapes, digits:N, a .png/.pgm path (binarized at "
@@ -310,7 +282,7 @@ def _add_input(p: argparse.ArgumentParser) -> None:
                    help="max sweeps (cavi, icm), optimizer steps (svi), kept sweeps (gibbs)")
     m.add_argument("--tol", type=float, default=1e-6,
                    help="CAVI stops when max |Δμ| < tol (default 1e-6)")
-    m.add_argument("--backend", choices=("numpyro", "pyro"), default="numpyro",
+    m.add_argument("--backend", choices=BACKENDS, default="numpyro",
                    help="SVI backend (default numpyro)")
     m.add_argument("--lr", type=float, default=0.05, help="SVI Adam step size (default 0.05)")
     m.add_argument("--particles", type=int, default=16,
@@ -324,8 +296,6 @@ def _add_input(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``varbayes ising denoise``, ``ising compare`` and ``ising gap``."""
-    from inference.cli import add_common
-
     p = sub.add_parser("ising", help="Ising-model image denoising (mean field, SVI, Gibbs, "
                                      "exact)",
                        description="Binary image denoising with an Ising prior.")
@@ -357,34 +327,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="noisy images averaged for the data curve (default 5)")
     add_common(g)
     g.set_defaults(func=_gap)
-
-
-def demo_part(out: Path, seed: int, quick: bool) -> dict[str, float]:
-    """``varbayes demo`` part: Murphy's letterA setting (``shapes`` without the data folder).
-
-    Thresholding, ICM, CAVI (checkerboard) and Gibbs at σ = 2, J = 1, plus exact inference
-    against the mean-field bound on the 8×8 ``digits:3``.
-    """
-    try:
-        name, clean = "letterA", datasets.load_binary_image("letterA")
-    except VarbayesError:  # the demo needs no downloaded files
-        name, clean = "shapes", datasets.load_binary_image("shapes")
-    noise = Noise("gaussian", 2.0)
-    x = corrupt(clean, noise, np.random.default_rng(seed))
-    opts = Options(seed=seed, iters=50 if quick else None, burn_in=10 if quick else 50)
-    runs = {m: run_method(m, x, noise, 1.0, opts) for m in ("icm", "cavi", "gibbs")}
-    save_figure(plots.panel(clean, x, runs["cavi"].mean, runs["cavi"].estimate,
-                            f"mean field (checkerboard CAVI) on {name}, sigma=2, J=1"),
-                out / "ising_cavi_panel.png")
-    errors = {"threshold": pixel_error(threshold(x), clean)}
-    errors.update({m: pixel_error(r.estimate, clean) for m, r in runs.items()})
-    save_figure(plots.comparison(clean, x, {"threshold": threshold(x)} | {
-        m: r.estimate for m, r in runs.items()}, errors), out / "ising_compare.png")
-    small = datasets.load_binary_image("digits:3")
-    xs = corrupt(small, Noise("gaussian", 0.8), np.random.default_rng(seed))
-    cavi_small = run_method("cavi", xs, Noise("gaussian", 0.8), 0.5)
-    exact_small = run_method("exact", xs, Noise("gaussian", 0.8), 0.5)
-    metrics = {f"{m}_pixel_error": e for m, e in errors.items()}
-    metrics.update(cavi_elbo=runs["cavi"].elbo, digits3_elbo=cavi_small.elbo,
-                   digits3_log_evidence=exact_small.log_evidence)
-    return metrics

@@ -1,0 +1,66 @@
+"""Command-line options that several commands share, and their one-line checks."""
+
+from __future__ import annotations
+
+import argparse
+
+from varbayes.models.errors import VarbayesError, check
+
+
+def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool = True) -> None:
+    """Add the options every computing command shares: ``--out``, ``--seed``, ``--quiet``."""
+    if out:
+        parser.add_argument("--out", required=True, metavar="DIR",
+                            help="folder for metrics.json and PNG figures (created if missing)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> None:
+    """Add ``--data-dir`` (falls back to $VARBAYES_DATA, then ~/.cache/varbayes).
+
+    With ``download=True`` also add ``--download`` (fetch missing files from the canonical
+    source, verified, before loading).
+    """
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="data folder with one subfolder per dataset "
+                             "(default: $VARBAYES_DATA, else ~/.cache/varbayes)")
+    if download:
+        parser.add_argument("--download", action="store_true",
+                            help="fetch missing dataset files from their canonical source "
+                                 "(verified before use)")
+
+
+def add_run_dir(parser: argparse.ArgumentParser) -> None:
+    """Add the positional ``RUN_DIR``: the ``--out`` of ``varbayes vae train``."""
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="the --out folder of 'varbayes vae train'")
+
+
+def add_nuts_options(p: argparse.ArgumentParser, *, n_data: int, chains: int, warmup: int,
+                     samples: int) -> None:
+    """``--n-data --chains --warmup --samples`` with these defaults (mcmc and compare)."""
+    p.add_argument("--n-data", type=int, default=n_data,
+                   help=f"test images (latent target; default {n_data})")
+    p.add_argument("--chains", type=int, default=chains, help=f"chains (default {chains})")
+    p.add_argument("--warmup", type=int, default=warmup, help="warmup steps per chain")
+    p.add_argument("--samples", type=int, default=samples, help="kept draws per chain")
+
+
+def check_nuts_options(args: argparse.Namespace) -> None:
+    """One-line errors for the options of :func:`add_nuts_options`."""
+    check(args.samples >= 1, f"--samples must be >= 1, got {args.samples}")
+    check(args.warmup >= 0, f"--warmup must be >= 0, got {args.warmup}")
+    check(args.chains >= 1, f"--chains must be >= 1, got {args.chains}")
+    check(args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
+
+
+def numbers(text: str, flag: str, kind: type = float) -> list:
+    """Comma-separated numbers of ``kind`` (``int`` or ``float``), or a one-line error."""
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        what, example = ("integers", "1,2,5") if kind is int else ("numbers", "0,0.5,1")
+        raise VarbayesError(f"{flag} must be comma-separated {what} like {example}, got "
+                            f"{text!r}") from None
