@@ -10,7 +10,7 @@ def test_quick_run_reports_seconds_and_memory():
     for b in ("numpyro", "pyro"):
         assert m[f"{b}_seconds"] > 0 and 50 < m[f"{b}_peak_rss_mib"] < 8192
     assert m["n_images"] == 20 and m["k"] == 50
-    # both backends build the same weights (models.vae init_weights, seed 0): the same
+    # both backends build the same weights (varbayes.models.vae init_weights, seed 0): the same
     # estimate up to Monte-Carlo noise (measured: -44.97 and -44.96)
     assert -2000 < m["numpyro_log_px"] < 0
     assert abs(m["numpyro_log_px"] - m["pyro_log_px"]) < 0.5

@@ -22,8 +22,8 @@ def test_torch_fast_path_matches_the_generic_sweep():
     import numpy as np
     import torch
 
-    from inference.meanfield import parallel_sweep, torch_parallel_sweeps
-    from models.ising.energy import make_couplings
+    from varbayes.inference.ising.cavi import parallel_sweep, torch_parallel_sweeps
+    from varbayes.models.ising.energy import make_couplings
 
     rng = np.random.default_rng(0)
     h = rng.normal(size=(7, 9))

@@ -7,10 +7,9 @@ import functools
 import numpy as np
 import pytest
 
-from inference.errors import VarbayesError
-from models.bayesian_vae import numpyro_model as nbv
-from models.bayesian_vae import pyro_model as pbv
-from models.bayesian_vae.config import (
+from varbayes.models.bayesian_vae import numpyro_model as nbv
+from varbayes.models.bayesian_vae import pyro_model as pbv
+from varbayes.models.bayesian_vae.config import (
     BayesConfig,
     kl_normal,
     kl_weights,
@@ -19,7 +18,8 @@ from models.bayesian_vae.config import (
     softplus,
     theta_shapes,
 )
-from models.vae.config import VAEConfig
+from varbayes.models.errors import VarbayesError
+from varbayes.models.vae.config import VAEConfig
 
 CFG = VAEConfig(x_dim=12, z_dim=2, hidden=(4,))
 BAYES = BayesConfig(prior_scale=0.7, init_sigma=0.05)
@@ -127,8 +127,8 @@ def test_pyro_numpyro_parity_same_params_and_draws():
 
 @pytest.mark.parametrize("backend", ["pyro"])  # NumPyro training: the CLI test
 def test_trained_params_round_trip_and_elbo_rises(backend):
-    from inference import datasets
-    from inference.svi import SVIOptions, fit
+    from varbayes.inference.data import datasets
+    from varbayes.inference.vi.svi import SVIOptions, fit
 
     mod = {"numpyro": nbv, "pyro": pbv}[backend]
     cfg = VAEConfig(x_dim=64, z_dim=2, hidden=(16,))

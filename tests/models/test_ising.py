@@ -1,4 +1,4 @@
-"""models.ising: energy and ELBO against explicit sums, noise models, Pyro/NumPyro parity."""
+"""The Ising model: energy and ELBO against explicit sums, noise models, backend parity."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from inference.errors import VarbayesError
-from models.ising import (
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ising import (
     LocalField,
     Noise,
     Posterior,
@@ -25,8 +25,8 @@ from models.ising import (
     neighbor_sum,
     pixel_error,
 )
-from models.ising.energy import to_backend
-from models.ising.noise import data_logits, validate_clean
+from varbayes.models.ising.energy import to_backend
+from varbayes.models.ising.noise import data_logits, validate_clean
 
 NOISES = [Noise("gaussian", 1.3), Noise("flip", 0.2)]
 
@@ -169,7 +169,7 @@ def numpyro_log_density(fn, z, observed, couplings, noise, params=None):
 
 @pytest.mark.parametrize("noise", NOISES, ids=lambda n: n.kind)
 def test_pyro_and_numpyro_log_densities_agree(noise):
-    from models.ising import numpyro_model, pyro_model
+    from varbayes.models.ising import numpyro_model, pyro_model
 
     rng = np.random.default_rng(4)
     clean = np.where(rng.random((4, 5)) < 0.5, 1, -1)
@@ -189,7 +189,7 @@ def test_pyro_and_numpyro_log_densities_agree(noise):
 def test_guides_agree_and_start_from_the_data():
     import pyro
 
-    from models.ising import numpyro_model, pyro_model
+    from varbayes.models.ising import numpyro_model, pyro_model
 
     rng = np.random.default_rng(5)
     noise = Noise("gaussian", 1.5)
@@ -213,7 +213,7 @@ def test_guides_agree_and_start_from_the_data():
 def test_spin_distribution_is_normalized_and_samples_its_mean(backend):
     a = np.array([-2.0, 0.0, 0.7, 3.0])
     if backend == "pyro":
-        from models.ising.pyro_model import Spin
+        from varbayes.models.ising.pyro_model import Spin
 
         d = Spin(torch.as_tensor(a))
         lp = [d.log_prob(torch.full((4,), v)).numpy() for v in (-1.0, 1.0)]
@@ -221,7 +221,7 @@ def test_spin_distribution_is_normalized_and_samples_its_mean(backend):
     else:
         import jax
 
-        from models.ising.numpyro_model import Spin
+        from varbayes.models.ising.numpyro_model import Spin
 
         d = Spin(jnp.asarray(a))
         lp = [np.asarray(d.log_prob(jnp.full((4,), v))) for v in (-1.0, 1.0)]
@@ -235,7 +235,7 @@ def test_spin_distribution_is_normalized_and_samples_its_mean(backend):
 def test_backends_expose_the_same_names_and_signatures():
     import inspect
 
-    from models.ising import numpyro_model, pyro_model
+    from varbayes.models.ising import numpyro_model, pyro_model
 
     for name in ("model", "guide", "likelihood", "local_field", "Spin"):
         a, b = getattr(pyro_model, name), getattr(numpyro_model, name)

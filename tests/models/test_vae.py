@@ -15,10 +15,10 @@ from numpyro import handlers
 from pyro import poutine
 from scipy import stats
 
-from inference.errors import VarbayesError
-from models.vae import numpyro_model as numpyro_vae
-from models.vae import pyro_model as pyro_vae
-from models.vae.config import (
+from varbayes.models.errors import VarbayesError
+from varbayes.models.vae import numpyro_model as numpyro_vae
+from varbayes.models.vae import pyro_model as pyro_vae
+from varbayes.models.vae.config import (
     VAEConfig,
     check_data,
     condition_vector,
@@ -284,8 +284,8 @@ def test_pyro_model_runs_under_svi_with_particles():
 def test_estimator_b_has_lower_gradient_variance_same_mean():
     """Analytic KL (B) lowers the gradient variance of the reparameterized ELBO (A) and
     leaves its mean unchanged: both are unbiased."""
-    from inference import datasets
-    from models.vae.evaluate import gradient_variance
+    from varbayes.inference.data import datasets
+    from varbayes.models.vae.evaluate import gradient_variance
 
     d = datasets.load("digits")
     x = datasets.dynamic_binarize(d.x_test[:50], np.random.default_rng(0))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.cli import main
-from inference.mcmc import load_inferencedata
+from varbayes.inference.cli import main
+from varbayes.inference.io import load_inferencedata
 
 TINY = ["--n-train", "100", "--n-test", "10", "--hidden", "8", "--batch-size", "50",
         "--latent", "2", "--epochs", "1", "--quiet"]
@@ -69,7 +69,7 @@ def test_wrong_run_folders(tmp_path, capsys):
 
 
 def test_bayesian_runs_are_recognized():
-    from inference.commands.mcmc import is_bayesian
+    from varbayes.inference.vae.run import is_bayesian
 
     assert is_bayesian({"meta": {"vae": {}, "bayes": {"prior_scale": 1.0}}})
     assert not is_bayesian({"meta": {"vae": {}, "run": {}}})
@@ -86,8 +86,8 @@ def bayes_run(tmp_path_factory) -> Path:
 
 
 def test_mcmc_weights_on_a_bayesian_run(bayes_run, tmp_path, capsys):
-    from inference.commands.vae import load_sigma
-    from inference.svi import load_checkpoint
+    from varbayes.inference.vae.run import load_run
+    from varbayes.inference.vi.checkpoint import load_checkpoint
 
     out = tmp_path / "w"
     assert main(["mcmc", str(bayes_run), "--target", "weights", "--chains", "1", "--warmup",
@@ -102,7 +102,7 @@ def test_mcmc_weights_on_a_bayesian_run(bayes_run, tmp_path, capsys):
     # the SVI draws are the run's own q(θ): their means sit at its μ within MC error
     svi = load_inferencedata(out / "svi_posterior.nc")
     arrays, _ = load_checkpoint(bayes_run / "checkpoint.npz")
-    sigma = load_sigma(bayes_run)["dec.out.bias"]
+    sigma = load_run(bayes_run, with_data=False).sigma["dec.out.bias"]
     mu = arrays["export/dec.out.bias"]
     draws = svi.posterior["theta.dec.out.bias"].values.reshape(-1, 64)
     assert np.all(np.abs(draws.mean(0) - mu) < 5 * sigma / np.sqrt(40) + 1e-6)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from inference.errors import VarbayesError
-from inference.weights_posterior import INVARIANT, plot_overlay, weights_posterior
+from varbayes.inference.vae.weights_posterior import INVARIANT, plot_overlay, weights_posterior
+from varbayes.models.errors import VarbayesError
 
 
 @pytest.mark.slow  # NUTS compile + sampling: about 70 s on the loaded 2-core machine

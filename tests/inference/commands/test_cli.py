@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.cli import build_parser, main
+from varbayes.inference.cli import build_parser, main
 
 
 def _commands(parser: argparse.ArgumentParser, prefix=()) -> list[tuple[str, ...]]:
@@ -40,8 +40,20 @@ def test_help_on_every_command(path, capsys):
     assert "usage: varbayes" in capsys.readouterr().out
 
 
+def test_version(capsys):
+    import varbayes
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"varbayes {varbayes.__version__}"
+    ok = subprocess.run([sys.executable, "-m", "varbayes", "--version"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"varbayes {varbayes.__version__}"
+
+
 def test_every_command_is_in_the_cli_reference():
-    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    text = (Path(__file__).resolve().parents[3] / "docs" / "cli.md").read_text()
     for path in COMMANDS:
         if path:
             assert f"varbayes {' '.join(path)}" in text, f"docs/cli.md lacks {path}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.cli import main
+from varbayes.inference.cli import main
 
 TINY = ["--n-train", "200", "--n-test", "60", "--hidden", "8", "--batch-size", "50",
         "--latent", "2", "--quiet"]
@@ -28,11 +28,11 @@ def bayes_run(tmp_path_factory) -> Path:
 
 def test_bayesian_train_outputs(bayes_run):
     m = _metrics(bayes_run)
-    from inference.commands.vae import load_run, load_sigma
-    from models.bayesian_vae.config import kl_weights
+    from varbayes.inference.vae.run import load_run
+    from varbayes.models.bayesian_vae.config import kl_weights
 
     run = load_run(bayes_run)
-    sigma = load_sigma(bayes_run)
+    sigma = run.sigma
     loc = {k: v for k, v in run.mod.weights(run.vae).items() if k in sigma}
     assert m["kl_weights"] == pytest.approx(kl_weights(loc, sigma, 0.5), rel=1e-6)
     assert m["kl_weights"] > 0 and m["prior_scale"] == 0.5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import mcmc
-from inference.errors import VarbayesError
+from varbayes.inference.mcmc import nuts as mcmc
+from varbayes.models.errors import VarbayesError
 
 RNG = np.random.default_rng(1)
 Y = RNG.normal(1.5, 2.0, size=20)  # normal-normal data
@@ -84,20 +84,6 @@ def test_nuts_matches_closed_form(backend, case):
         obs = "y" if case == "normal-normal" else "t"
         assert idata.log_likelihood[obs].shape == (2, n, len(args[-1]))
         assert "observed_data" in idata.groups()
-
-
-def test_netcdf_round_trip_and_bad_files(tmp_path):
-    model, args, *_ = models("numpyro")["normal-normal"]
-    idata = mcmc.nuts(model, *args, num_chains=1, num_warmup=50, num_samples=20,
-                      progress_bar=False)
-    path = mcmc.save_inferencedata(idata, tmp_path / "post.nc")
-    back = mcmc.load_inferencedata(path)
-    np.testing.assert_array_equal(back.posterior["mu"].values, idata.posterior["mu"].values)
-    with pytest.raises(VarbayesError, match="no InferenceData file"):
-        mcmc.load_inferencedata(tmp_path / "missing.nc")
-    (tmp_path / "bad.nc").write_bytes(b"garbage" * 10)
-    with pytest.raises(VarbayesError, match="not a readable InferenceData"):
-        mcmc.load_inferencedata(tmp_path / "bad.nc")
 
 
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])

@@ -1,16 +1,17 @@
-"""inference.amortization: gaps against closed forms, NUTS latent draws against the grid."""
+"""The amortization gaps against closed forms; NUTS latent draws against the grid."""
 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inference import amortization as am
+from varbayes.inference.vae import amortization as am
+from varbayes.inference.vae.latent_posterior import sample_latent
+from varbayes.inference.vae.run import Run, numpyro_twin
 
 # A correlated Gaussian "posterior" per datapoint: log p(x, z) = C + log N(z; m, Σ).
 M_TRUE = np.array([[0.5, -1.0], [2.0, 0.3]])
@@ -63,23 +64,23 @@ def test_monte_carlo_route_for_larger_latents():
 @pytest.fixture(scope="module")
 def vae_run():
     """An untrained tiny VAE (random weights) with 2 binary datapoints: a skewed p(z|x)."""
-    from models.vae import numpyro_model
-    from models.vae.config import VAEConfig
+    from varbayes.models.vae import numpyro_model
+    from varbayes.models.vae.config import VAEConfig
 
     cfg = VAEConfig(x_dim=12, z_dim=2, hidden=(8,), init_std=0.8)
     vae = numpyro_model.build(cfg, seed=3)
     x = (np.random.default_rng(0).random((2, 12)) < 0.5).astype(np.float32)
-    return SimpleNamespace(mod=numpyro_model, vae=vae, header={"backend": "numpyro"}), x
+    return Run(numpyro_model, vae, {"backend": "numpyro"}, None, None), x
 
 
 def test_nuts_latent_draws_match_the_grid_posterior(vae_run):
     run, x = vae_run
-    lj = am.vae_log_joint(am.numpyro_twin(run), x)
+    lj = am.vae_log_joint(numpyro_twin(run), x)
     q = am.Gaussians(*(a.astype(np.float64) for a in run.mod.encode(run.vae, x)))
     rep, grid = am.gaps(lj, q, steps=500)
     assert np.all(rep.amortization_gap > -1e-4) and np.all(rep.approximation_gap > -1e-4)
-    idata = am.sample_latent(run, x, num_chains=2, num_warmup=200, num_samples=300,
-                             progress_bar=False, seed=1)
+    idata = sample_latent(run, x, num_chains=2, num_warmup=200, num_samples=300,
+                          progress_bar=False, seed=1)
     z = am.latent_draws(idata)
     assert z.shape == (600, 2, 2)
     assert idata.log_likelihood["x"].shape == (2, 300, 2)
@@ -93,5 +94,5 @@ def test_nuts_latent_draws_match_the_grid_posterior(vae_run):
     kl_pq = am.kl_p_q(ljd, z, rep.amortized, rep.log_px)
     kl_pq_star = am.kl_p_q(ljd, z, rep.optimal, rep.log_px)
     assert np.all(kl_pq > -0.05) and np.all(kl_pq_star > -0.05)
-    # the grid's evidence agrees with the adaptive quadrature of inference.evidence
+    # the grid's evidence agrees with the adaptive quadrature of evidence.quadrature
     np.testing.assert_allclose(grid.log_px, rep.log_px, atol=1e-3)

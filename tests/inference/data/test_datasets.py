@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import datafiles, datasets
-from inference.errors import VarbayesError
+from varbayes.inference.data import datasets
+from varbayes.inference.data import files as datafiles
+from varbayes.models.errors import VarbayesError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -1,4 +1,4 @@
-"""inference.exact: transfer matrix against brute force and closed forms; the ELBO bound."""
+"""Ising exact inference: transfer matrix against brute force and closed forms."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference import exact, meanfield
-from inference.errors import VarbayesError
-from models.ising import LocalField, Posterior, elbo_from_mean, make_couplings
+from varbayes.inference.ising import cavi
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ising import LocalField, Posterior, elbo_from_mean, exact, make_couplings
 
 
 def random_posterior(rng, H, W, field_scale=1.0, coupling_scale=1.0):
@@ -70,7 +70,7 @@ def test_meanfield_elbo_never_exceeds_the_exact_log_evidence(H, W, seed, field, 
     rng = np.random.default_rng(seed)
     post = random_posterior(rng, H, W, field_scale=field, coupling_scale=coupling)
     log_z = exact.transfer_matrix(post, marginals=False).log_partition
-    fit = meanfield.run(post, schedule="checkerboard", max_iters=500, tol=1e-12)
+    fit = cavi.run(post, schedule="checkerboard", max_iters=500, tol=1e-12)
     assert fit.elbo <= log_z + 1e-9
     random_mu = rng.uniform(-1, 1, size=(H, W))  # any q, not only the optimum
     assert elbo_from_mean(random_mu, post) <= log_z + 1e-9

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from inference.bayes_evidence import bayesian_log_evidence, joint_ess
-from inference.cli import main
-from inference.errors import VarbayesError
+from varbayes.inference.cli import main
+from varbayes.inference.evidence.importance import importance_sampling
+from varbayes.inference.vae.bayes_evidence import bayesian_log_evidence, joint_ess
+from varbayes.inference.vae.run import load_run, run_batches
+from varbayes.models.errors import VarbayesError
 
 TINY = ["--n-train", "100", "--n-test", "20", "--hidden", "8", "--batch-size", "50",
         "--latent", "2", "--epochs", "3", "--backend", "pyro", "--no-jit", "--quiet"]
@@ -38,16 +40,11 @@ def _quadrature(vmod, vae, x, n=301, lim=7.0):
 
 
 def test_is_over_z_matches_quadrature(runs):
-    from inference.commands.vae import load_run
-
     run = load_run(runs["map"])
     x = run.data.x_test[:10]
     exact = _quadrature(run.mod, run.vae, x)
-    from inference.commands.evidence import batches_for
-    from inference.evidence import importance_sampling
-
     est = importance_sampling(run.mod.model, run.mod.guide,
-                              batches_for(run.vae, "pyro", x, None, 500), 4000,
+                              run_batches(run.vae, "pyro", x, None, 500), 4000,
                               backend="pyro", seed=0).log_px
     assert np.abs(est - exact).mean() < 0.05, (est - exact)
     e = bayesian_log_evidence(runs["map"], x, k=4000, n_theta=7, seed=0)
@@ -57,8 +54,6 @@ def test_is_over_z_matches_quadrature(runs):
 
 
 def test_bayesian_run_predictive_and_average(runs):
-    from inference.commands.vae import load_run
-
     run = load_run(runs["bayes"])
     x = run.data.x_test
     e = bayesian_log_evidence(runs["bayes"], x, k=200, n_theta=8, seed=1)
@@ -69,6 +64,32 @@ def test_bayesian_run_predictive_and_average(runs):
     assert np.all(np.isfinite(e.predictive)) and np.all(e.ess >= 1)
     assert e.per_theta.std(0).mean() > 0  # different θ draws give different scores
     np.testing.assert_allclose(e.average, e.per_theta.mean(0))
+
+
+def test_the_cli_reports_this_function(runs, tmp_path):
+    """varbayes evidence on a Bayesian run is bayesian_log_evidence: the same numbers."""
+    import json
+
+    out = tmp_path / "ev"
+    assert main(["evidence", str(runs["bayes"]), "--estimators", "elbo,is,quadrature",
+                 "--k", "50", "--n-data", "8", "--n-theta", "3", "--seed", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    run = load_run(runs["bayes"])
+    x = run.data.x_test[:8]
+    e = bayesian_log_evidence(run, x, estimators=("elbo", "is", "quadrature"), k=50,
+                              n_theta=3, seed=4)
+    assert m["n_theta"] == e.n_theta == 3
+    np.testing.assert_allclose(m["is"], e.predictive.mean(), rtol=1e-12)
+    np.testing.assert_allclose(m["is_average"], e.average.mean(), rtol=1e-12)
+    np.testing.assert_allclose(m["is_ess_mean"], e.ess.mean(), rtol=1e-12)
+    np.testing.assert_allclose(m["quadrature"], e.estimates["quadrature"].log_px.mean(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(m["quadrature_average"], e.averages["quadrature"].mean(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(m["elbo"], e.estimates["is"].elbo.mean(), rtol=1e-12)
+    # quadrature per θ is exact, so Jensen over θ holds to rounding
+    assert np.all(e.estimates["quadrature"].log_px >= e.averages["quadrature"] - 1e-9)
 
 
 def test_joint_ess_pools_the_per_theta_weights():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from inference.cli import main
+from varbayes.inference.cli import main
 
 TINY = ["--n-train", "100", "--n-test", "10", "--hidden", "8", "--batch-size", "50",
         "--epochs", "1", "--quiet"]

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import datafiles, datasets
-from inference.download import download
-from inference.errors import VarbayesError
+from varbayes.inference.data import datasets
+from varbayes.inference.data import files as datafiles
+from varbayes.inference.data.download import download
+from varbayes.models.errors import VarbayesError
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -121,7 +122,7 @@ def test_load_with_download_fetches_missing_files(local_mnist_source, tmp_path):
 
 def test_vae_train_download_flag(local_mnist_source, tmp_path):
     """``--download`` on a command fetches the missing files before loading."""
-    from inference.cli import main
+    from varbayes.inference.cli import main
 
     argv = ["vae", "train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"),
             "--n-train", "100", "--n-test", "50", "--epochs", "1", "--hidden", "8",

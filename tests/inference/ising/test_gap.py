@@ -1,11 +1,11 @@
-"""inference.meanfield_gap: the bound's gap is >= 0 and peaks between J = 1/4 and Onsager's J_c."""
+"""The mean-field gap: >= 0, and it peaks between J = 1/4 and Onsager's J_c."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from inference.meanfield_gap import MEAN_FIELD_JC, ONSAGER_JC, gap_vs_coupling
+from varbayes.inference.ising.gap import MEAN_FIELD_JC, ONSAGER_JC, gap_vs_coupling
 
 
 def test_gap_is_positive_and_peaks_near_the_critical_coupling():

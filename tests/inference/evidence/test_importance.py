@@ -5,21 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import evidence
-from inference.errors import VarbayesError
-from models.ppca import exact_log_evidence, random_ppca, simulate
+from varbayes.inference.evidence import importance as evidence
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ppca import exact_log_evidence, random_ppca, simulate
 
 
 def _backend(name):
     if name == "numpyro":
         import jax.numpy as jnp
 
-        from models.ppca import numpyro_model as m
+        from varbayes.models.ppca import numpyro_model as m
 
         return m, lambda a: jnp.asarray(a, dtype=jnp.float32)
     import torch
 
-    from models.ppca import pyro_model as m
+    from varbayes.models.ppca import pyro_model as m
 
     return m, lambda a: torch.as_tensor(a, dtype=torch.float32)
 
@@ -119,19 +119,3 @@ def test_estimators_on_log_weights():
                                w.sum(0) ** 2 / (w**2).sum(0))
     heavy = np.log(rng.pareto(0.5, size=(2000, 1)) + 1)  # infinite-variance weights
     assert evidence.pareto_k(heavy)[0] > 0.7 > evidence.pareto_k(log_w).max()
-
-
-@pytest.mark.parametrize("K", [1, 2])
-def test_quadrature_matches_closed_form(K):
-    import jax.numpy as jnp
-
-    from models.ppca import numpyro_model as m
-
-    p = random_ppca(D=4, K=K, sigma=0.3, seed=K)
-    x, _ = simulate(p, 6, seed=5)
-    lj = evidence.numpyro_log_joint(m.model, "z", p, jnp.asarray(x, dtype=jnp.float32))
-    res = evidence.quadrature(lj, K, len(x), n=200 if K == 2 else 400)
-    np.testing.assert_allclose(res.log_px, exact_log_evidence(p, x), atol=1e-4)
-    assert np.all(res.refinement < 1e-4)
-    with pytest.raises(VarbayesError, match="dimension 1 or 2, got 3"):
-        evidence.quadrature(lj, 3, len(x))

@@ -1,4 +1,4 @@
-"""inference.gibbs: marginals within Monte-Carlo error of exact ones; ICM is a local MAP."""
+"""Ising Gibbs: marginals within Monte-Carlo error of exact ones; ICM is a local MAP."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from inference import exact, gibbs
-from inference.errors import VarbayesError
-from models.ising import (
+from varbayes.inference.ising import gibbs
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ising import (
     LocalField,
     Noise,
     Posterior,
     corrupt,
+    exact,
     log_joint,
     make_couplings,
     make_posterior,
@@ -53,7 +54,7 @@ def test_gibbs_step_only_moves_spins_and_keeps_shapes():
     post = small_posterior(3)
     import jax.numpy as jnp
 
-    from models.ising.energy import to_backend
+    from varbayes.models.ising.energy import to_backend
 
     pj = to_backend(post, lambda a: jnp.asarray(a, dtype=jnp.float32))
     state = gibbs.init(jax.random.key(0), pj, num_chains=3)

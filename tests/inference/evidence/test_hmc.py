@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import hmc_evidence as he
-from inference.errors import VarbayesError
-from models.ppca import exact_log_evidence, random_ppca, simulate
+from varbayes.inference.evidence import hmc as he
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ppca import exact_log_evidence, random_ppca, simulate
 
 
 def test_gaussian_fit_logpdf_is_the_fitted_normal():
@@ -25,12 +25,12 @@ def test_gaussian_fit_logpdf_is_the_fitted_normal():
 def test_matches_closed_form_in_two_dimensions():
     import jax.numpy as jnp
 
-    from models.ppca import numpyro_model as m
+    from varbayes.models.ppca import numpyro_model as m
 
     p = random_ppca(D=6, K=2, sigma=0.5, seed=0, guide_scale=1.5)
     x, _ = simulate(p, 16, seed=1)
-    res = he.numpyro_hmc_evidence(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})],
-                                  he.HMCEvidenceOptions(n_samples=800, n_warmup=100))
+    res = he.hmc_evidence(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})],
+                          he.HMCEvidenceOptions(n_samples=800, n_warmup=100))
     err = res.log_px - exact_log_evidence(p, x)
     assert abs(err.mean()) < 0.05 and np.abs(err).max() < 0.2
     assert 0.4 < res.accept < 0.95
@@ -42,3 +42,14 @@ def test_matches_closed_form_in_two_dimensions():
 def test_bad_options(bad, match):
     with pytest.raises(VarbayesError, match=match):
         he.check_options(he.HMCEvidenceOptions()._replace(**bad))
+
+
+def test_pyro_models_are_refused_with_the_fix():
+    """One clear line, not a JAX trace of a torch model."""
+    from varbayes.models.ppca import pyro_model as m
+
+    with pytest.raises(VarbayesError, match=r"NumPyro models only.*twin"):
+        he.hmc_evidence(m.model, m.guide, [], backend="pyro")
+    with pytest.raises(VarbayesError, match="backend must be one of"):
+        he.hmc_evidence(m.model, m.guide, [], backend="stan")
+

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from inference import diagnostics, mcmc
-from inference.errors import VarbayesError
+from varbayes.inference.mcmc import nuts as mcmc
+from varbayes.inference.workflow import diagnostics
+from varbayes.models.errors import VarbayesError
 
 RNG = np.random.default_rng(0)
 Y = RNG.normal(1.0, 1.0, size=25)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.cli import main
+from varbayes.inference.cli import main
 
 TINY = ["--n-train", "200", "--n-test", "40", "--hidden", "16", "--batch-size", "50",
         "--latent", "2", "--quiet"]
@@ -41,10 +41,9 @@ def test_evidence_writes_metrics_and_figure(runs, backend, tmp_path):
 
 def test_backends_agree_on_the_same_weights(runs):
     """Copy the NumPyro run's weights into a Pyro VAE: the IS estimates agree."""
-    from inference import evidence
-    from inference.commands.evidence import vae_batches
-    from inference.commands.vae import load_run
-    from models.vae import pyro_model
+    from varbayes.inference.evidence import importance as evidence
+    from varbayes.inference.vae.run import heldout_arrays, load_run, run_batches
+    from varbayes.models.vae import pyro_model
 
     run = load_run(runs["numpyro"])
     twin = run._replace(mod=pyro_model, vae=pyro_model.build(run.vae.config,
@@ -53,7 +52,8 @@ def test_backends_agree_on_the_same_weights(runs):
     est = {}
     for r, backend in ((run, "numpyro"), (twin, "pyro")):
         est[backend] = evidence.importance_sampling(
-            r.mod.model, r.mod.guide, vae_batches(r, 40, 20), 2000, backend=backend,
+            r.mod.model, r.mod.guide, run_batches(r.vae, backend, *heldout_arrays(r, 40), 20),
+            2000, backend=backend,
             diagnostics=False)
     a, b = est["numpyro"], est["pyro"]
     assert abs(a.log_px.mean() - b.log_px.mean()) < 0.02

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from inference.cli import main
+from varbayes.inference.cli import main
 
 TINY = {"cavi": [], "svi": ["--iters", "30"], "svi-score": ["--iters", "5", "--particles", "2"],
         "gibbs": ["--iters", "10", "--burn-in", "2", "--chains", "2"], "icm": [],

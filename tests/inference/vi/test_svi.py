@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import functools
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
 
-from inference import datasets
-from inference.errors import VarbayesError
-from inference.svi import (
+from varbayes.inference.data import datasets
+from varbayes.inference.vi.checkpoint import load_checkpoint
+from varbayes.inference.vi.svi import (
     SVIOptions,
     TrainingDivergedError,
     fit,
     jit_trace_meanfield_elbo,
-    load_checkpoint,
-    save_checkpoint,
 )
-from models.vae import numpyro_model as numpyro_vae
-from models.vae import pyro_model as pyro_vae
-from models.vae.config import VAEConfig
+from varbayes.models.errors import VarbayesError
+from varbayes.models.vae import numpyro_model as numpyro_vae
+from varbayes.models.vae import pyro_model as pyro_vae
+from varbayes.models.vae.config import VAEConfig
 
 BACKENDS = {"pyro": pyro_vae, "numpyro": numpyro_vae}
 CFG = VAEConfig(x_dim=64, z_dim=4, hidden=(32,))
@@ -142,24 +139,6 @@ def test_checkpoint_mismatch_and_corruption(digits, tmp_path):
         _fit("numpyro", train, test, tmp_path, epochs=2, resume=True)
     with pytest.raises(VarbayesError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.npz")
-
-
-def test_checkpoint_never_unpickles(tmp_path):
-    """An npz holding a pickled object array is refused, not executed."""
-    buf = io.BytesIO()
-    np.savez(buf, header=np.frombuffer(b'{"format": "varbayes-svi-1"}', np.uint8),
-             **{"a/evil": np.array([object()], dtype=object)})
-    (tmp_path / "evil.npz").write_bytes(buf.getvalue())
-    with pytest.raises(VarbayesError, match="corrupt"):
-        load_checkpoint(tmp_path / "evil.npz")
-    # a file that is a zip but not ours
-    with zipfile.ZipFile(tmp_path / "other.npz", "w") as z:
-        z.writestr("x.txt", "hello")
-    with pytest.raises(VarbayesError, match=r"corrupt|not a varbayes"):
-        load_checkpoint(tmp_path / "other.npz")
-    p = save_checkpoint(tmp_path / "ok.npz", {"w": np.ones(3)}, {"format": "varbayes-svi-1"})
-    arrays, header = load_checkpoint(p)
-    assert header["format"] == "varbayes-svi-1" and arrays["w"].tolist() == [1, 1, 1]
 
 
 def test_bad_options(digits):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference import ais
-from inference.errors import VarbayesError
-from models.ppca import exact_log_evidence, random_ppca, simulate
+from varbayes.inference.evidence import ais
+from varbayes.inference.evidence.annealing import log_mean_exp_stderr
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ppca import exact_log_evidence, random_ppca, simulate
 
 
 def test_schedules():
@@ -32,7 +33,7 @@ def test_bad_options(bad, match):
 
 def test_log_mean_exp_stderr():
     log_w = np.log(np.array([[1.0, 2.0], [3.0, 2.0]]))
-    est, se = ais.log_mean_exp_stderr(log_w)
+    est, se = log_mean_exp_stderr(log_w)
     np.testing.assert_allclose(est, np.log([2.0, 2.0]))
     np.testing.assert_allclose(se, [np.std([1, 3], ddof=1) / (np.sqrt(2) * 2), 0.0])
 
@@ -47,11 +48,11 @@ def ppca():
 def _numpyro(p, x, z=None, **kw):
     import jax.numpy as jnp
 
-    from models.ppca import numpyro_model as m
+    from varbayes.models.ppca import numpyro_model as m
 
     o = ais.AISOptions(chains=8, **kw)
-    return ais.numpyro_ais(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})], o,
-                           posterior=None if z is None else [z])
+    return ais.ais(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})], o,
+                   backend="numpyro", posterior=None if z is None else [z])
 
 
 def test_bdmc_sandwiches_the_exact_evidence(ppca):
@@ -73,15 +74,13 @@ def test_bdmc_sandwiches_the_exact_evidence(ppca):
 def test_pyro_agrees_with_numpyro(ppca):
     import torch
 
-    from inference import ais_pyro
-    from models.ppca import pyro_model as pm
+    from varbayes.models.ppca import pyro_model as pm
 
     p, x, _, exact = ppca
     x = x[:24]
     a = _numpyro(p, x, n_steps=30, init="guide")
-    b = ais_pyro.pyro_ais(pm.model, pm.guide, [((p, torch.as_tensor(x, dtype=torch.float32)),
-                                                 {})], ais.AISOptions(n_steps=30, chains=8,
-                                                                      init="guide"))
+    b = ais.ais(pm.model, pm.guide, [((p, torch.as_tensor(x, dtype=torch.float32)), {})],
+                ais.AISOptions(n_steps=30, chains=8, init="guide"), backend="pyro")
     diff = a.log_px - b.log_px  # independent runs on the same data: MC noise only
     assert abs(diff.mean()) < 3 * diff.std(ddof=1) / np.sqrt(len(diff)) + 0.01
     for r in (a, b):
@@ -111,4 +110,4 @@ def test_global_and_discrete_latents_are_refused():
     for model, match in ((global_model, "'mu' is outside the 'data' plate"),
                          (discrete_model, "'k' is a discrete latent")):
         with pytest.raises(VarbayesError, match=match):
-            ais.numpyro_ais(model, model, [((x,), {})], ais.AISOptions(n_steps=2, chains=1))
+            ais.ais(model, model, [((x,), {})], ais.AISOptions(n_steps=2, chains=1))

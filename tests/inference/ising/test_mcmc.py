@@ -1,4 +1,4 @@
-"""inference.ising_mcmc: Gibbs draws as InferenceData match exact marginals; LOO over couplings."""
+"""Ising Gibbs draws as InferenceData match exact marginals; LOO over couplings."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from inference import exact, ising_mcmc
-from inference.diagnostics import compare, gate
-from inference.errors import VarbayesError
-from models.ising import LocalField, Noise, Posterior, corrupt, make_couplings
+from varbayes.inference.ising import mcmc as ising_mcmc
+from varbayes.inference.workflow.diagnostics import compare, gate
+from varbayes.models.errors import VarbayesError
+from varbayes.models.ising import LocalField, Noise, Posterior, corrupt, exact, make_couplings
 
 
 def _posterior(seed=1, J=0.4):

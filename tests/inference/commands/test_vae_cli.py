@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.cli import main
+from varbayes.inference.cli import main
 
 TINY = ["--n-train", "200", "--n-test", "60", "--hidden", "16", "--batch-size", "50",
         "--quiet"]
@@ -98,7 +98,7 @@ def test_resume_via_cli_is_bit_identical(backend, tmp_path):
 
 
 def test_binarization_modes():
-    from inference.commands.vae import load_run_data
+    from varbayes.inference.vae.run import load_run_data
 
     def binary(a):
         return bool(np.isin(a, (0.0, 1.0)).all())
