@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from benchmarks._timing import interleaved_medians
-from inference import datasets
-from inference.errors import VarbayesError
+from varbayes.inference.data import datasets
+from varbayes.models.errors import VarbayesError
 
 
 def run(quick: bool) -> dict[str, float]:

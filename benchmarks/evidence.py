@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from varbayes.inference.backends import BACKENDS
+
 
 def _child(backend: str, quick: bool) -> dict[str, float]:
     """Runs in the subprocess: load data and a fresh VAE, time IS, report memory."""
@@ -24,29 +26,24 @@ def _child(backend: str, quick: bool) -> dict[str, float]:
 
     import numpy as np
 
-    from inference import datasets, evidence
-    from models.vae.config import VAEConfig
+    from varbayes.inference.backends import model_module
+    from varbayes.inference.data import datasets
+    from varbayes.inference.evidence import importance as evidence
+    from varbayes.inference.evidence.batches import batches as make_batches
+    from varbayes.models.vae.config import VAEConfig
 
     name, n, k, hidden, z = (("digits", 20, 50, (64, 64), 2) if quick
                              else ("mnist", 1000, 5000, (200, 200), 50))
     d = datasets.load(name, os.environ.get("VARBAYES_DATA"))
     x = datasets.dynamic_binarize(d.x_test[:n], np.random.default_rng(0)).astype(np.float32)
     config = VAEConfig(x_dim=x.shape[1], z_dim=z, hidden=hidden)
-    if backend == "numpyro":
-        import jax.numpy as jnp
-
-        from models.vae import numpyro_model as mod
-
-        arr = jnp.asarray
-    else:
+    mod = model_module("vae", backend)
+    if backend == "pyro":
         import torch
 
-        from models.vae import pyro_model as mod
-
         torch.set_num_threads(2)
-        arr = torch.as_tensor
     vae = mod.build(config, seed=0)
-    batches = [((vae, arr(x[i:i + 100])), {}) for i in range(0, n, 100)]
+    batches = make_batches((x,), 100, backend=backend, static=(vae,))
     # start the runtime and compile the chunk shape the timed run uses (not counted)
     evidence.importance_sampling(mod.model, mod.guide, batches[:1], min(k, 100),
                                  backend=backend, chunk=100, diagnostics=False)
@@ -62,7 +59,7 @@ def _child(backend: str, quick: bool) -> dict[str, float]:
 def run(quick: bool) -> dict[str, float]:
     """Seconds and peak RSS (MiB) per backend, each in a fresh subprocess."""
     metrics: dict[str, float] = {}
-    for backend in ("numpyro", "pyro"):
+    for backend in BACKENDS:
         code = ("import json, sys; from benchmarks.evidence import _child; "
                 f"print('RESULT' + json.dumps(_child({backend!r}, {quick!r})))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

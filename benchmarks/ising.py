@@ -2,14 +2,14 @@
 
 Routes, measured interleaved in one process, each a loop of many sweeps:
 
-- ``jax``: :func:`inference.meanfield.parallel_sweep` (``jnp.pad`` + four slices) inside a
+- ``jax``: :func:`varbayes.inference.ising.cavi.parallel_sweep` (``jnp.pad`` + four slices) inside a
   jitted ``lax.fori_loop``, float32;
-- ``torch``: :func:`inference.meanfield.torch_parallel_sweeps`, in-place shift-and-add and
+- ``torch``: :func:`varbayes.inference.ising.cavi.torch_parallel_sweeps`, in-place shift-and-add and
   ``sigmoid_``, float32, with one intra-op thread and with torch's default (2 here): on a
   shared 2-core machine one thread is often faster, because every in-place op ends in a
   barrier that waits for a descheduled thread. ``torch_updates_per_ns`` is the faster of the
   two and the JSON names both;
-- ``numpy``: :func:`inference.meanfield.parallel_sweep` on numpy float32 arrays;
+- ``numpy``: :func:`varbayes.inference.ising.cavi.parallel_sweep` on numpy float32 arrays;
 - ``jax_tanh_add``: ``μ ← tanh(μ + h)`` alone, the ceiling of any sweep.
 
 Targets (issue 3): JAX ≥ 1.5 and torch ≥ 0.6 updates/ns.
@@ -35,8 +35,8 @@ def run(quick: bool) -> dict[str, float]:
     import jax.numpy as jnp
     import torch
 
-    from inference.meanfield import parallel_sweep, torch_parallel_sweeps
-    from models.ising.energy import Couplings
+    from varbayes.inference.ising.cavi import parallel_sweep, torch_parallel_sweeps
+    from varbayes.models.ising.energy import Couplings
 
     n = 256 if quick else 1024
     sweeps = 10 if quick else 100

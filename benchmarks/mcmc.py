@@ -1,7 +1,7 @@
 """NUTS effective samples per second: NumPyro against Pyro on the same model, same run.
 
 The model is Bayesian logistic regression (N=1000 synthetic points, D=8, N(0, 1) prior),
-sampled through :func:`inference.mcmc.nuts` in each backend. Compile time is measured
+sampled through :func:`varbayes.inference.mcmc.nuts.nuts` in each backend. Compile time is measured
 separately, as the wall time of a run with one warmup step and one draw (after one such
 run to start the runtimes), and taken out of the sampling time.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+from varbayes.inference.backends import BACKENDS
 
 
 def _data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,12 +49,12 @@ def run(quick: bool) -> dict[str, float]:
     """ESS/s (min bulk ESS over the weights / sampling seconds, compile time taken out)."""
     import arviz as az
 
-    from inference.mcmc import nuts
+    from varbayes.inference.mcmc.nuts import nuts
 
     x, y = _data(200 if quick else 1000, 8)
     n = 100 if quick else 500
     metrics: dict[str, float] = {}
-    for backend in ("numpyro", "pyro"):
+    for backend in BACKENDS:
         model, arr = _model(backend)
         args = (arr(x), arr(y))
         tiny = dict(backend=backend, num_chains=1, num_warmup=1, num_samples=1,

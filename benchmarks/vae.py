@@ -9,10 +9,12 @@ and NumPyro; torch: hand-written and the Pyro variants) runs interleaved in one 
 call runs ``steps`` optimizer steps. Reported: median seconds per step for every route and
 the ratios
 
-- ``numpyro_over_jax``: :func:`inference.svi.numpyro_svi` update, jitted, over hand-written JAX;
-- ``pyro_over_torch``: :func:`inference.svi.pyro_step` with the default compiled ELBO (the
-  fixed ``JitTraceMeanField_ELBO`` of :func:`inference.svi.jit_trace_meanfield_elbo`,
-  validation off) over hand-written torch;
+- ``numpyro_over_jax``: :func:`varbayes.inference.vi.svi.numpyro_svi` update, jitted, over
+  hand-written JAX;
+- ``pyro_over_torch``: :func:`varbayes.inference.vi.svi.pyro_step` with the default compiled
+  ELBO (the fixed ``JitTraceMeanField_ELBO`` of
+  :func:`varbayes.inference.vi.svi.jit_trace_meanfield_elbo`, validation off) over
+  hand-written torch;
 
 plus the Pyro variants that explain the gap: our loop uncompiled, and the stock ``SVI.step`` with
 validation on or off, ``JitTrace_ELBO``, ``JitTraceMeanField_ELBO`` (which re-traces every
@@ -27,7 +29,7 @@ import os
 import numpy as np
 
 from benchmarks._timing import interleaved_medians
-from models.vae.config import VAEConfig
+from varbayes.models.vae.config import VAEConfig
 
 X_DIM, HIDDEN, Z_DIM, BATCH = 784, 400, 20, 128
 #: ``--quick``: a tiny network, only to check the plumbing.
@@ -55,15 +57,15 @@ def torch_routes(x_np: np.ndarray, steps: int, n_data: int,
     import torch
     from pyro import poutine
 
-    from inference.svi import (
+    from varbayes.inference.vi.svi import (
         SVIOptions,
         jit_trace_meanfield_elbo,
         pyro_elbo,
         pyro_optimizer,
         pyro_step,
     )
-    from models.vae import pyro_model as pm
-    from models.vae.config import init_weights
+    from varbayes.models.vae import pyro_model as pm
+    from varbayes.models.vae.config import init_weights
 
     cfg = _config(quick)
     weights = init_weights(cfg, 0)
@@ -163,9 +165,9 @@ def jax_routes(x_np: np.ndarray, steps: int, n_data: int,
     import jax.numpy as jnp
     import optax
 
-    from inference.svi import SVIOptions, numpyro_svi
-    from models.vae import numpyro_model as nm
-    from models.vae.config import init_weights
+    from varbayes.inference.vi.svi import SVIOptions, numpyro_svi
+    from varbayes.models.vae import numpyro_model as nm
+    from varbayes.models.vae.config import init_weights
 
     cfg = _config(quick)
     weights = init_weights(cfg, 0)
@@ -207,7 +209,7 @@ def jax_routes(x_np: np.ndarray, steps: int, n_data: int,
 
     svi = numpyro_svi(functools.partial(nm.model, vae, n_data=n_data),
                       functools.partial(nm.guide, vae, n_data=n_data), SVIOptions())
-    update = jax.jit(svi.update, donate_argnums=0)  # as in inference.svi.fit
+    update = jax.jit(svi.update, donate_argnums=0)  # as in varbayes.inference.vi.svi.fit
     ours_state = {"state": jax.tree_util.tree_map(jnp.copy, svi.init(jax.random.PRNGKey(0), x))}
 
     def ours() -> None:

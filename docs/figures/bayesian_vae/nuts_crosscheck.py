@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
-from inference import datasets
-from inference.io import out_dir, set_quiet, write_metrics
-from inference.weights_posterior import plot_overlay, weights_posterior
+from varbayes.inference.data import datasets
+from varbayes.inference.io import out_dir, set_quiet, write_metrics
+from varbayes.inference.vae.weights_posterior import plot_overlay, weights_posterior
 
 set_quiet(True)
 d = datasets.load("digits")

@@ -13,10 +13,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from inference import ais
-from inference.io import save_figure
-from models.ppca import exact_log_evidence, random_ppca, simulate
-from models.ppca import numpyro_model as m
+from varbayes.inference.evidence import ais
+from varbayes.inference.io import save_figure
+from varbayes.models.ppca import exact_log_evidence, random_ppca, simulate
+from varbayes.models.ppca import numpyro_model as m
 
 
 def main() -> None:
@@ -34,8 +34,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for T in Ts:
         o = ais.AISOptions(n_steps=T, chains=8)
-        f = ais.numpyro_ais(m.model, m.guide, batch, o)
-        r = ais.numpyro_ais(m.model, m.guide, batch, o, posterior=[z])
+        f = ais.ais(m.model, m.guide, batch, o)
+        r = ais.ais(m.model, m.guide, batch, o, posterior=[z])
         df, dr = f.log_px - exact, r.log_px - exact
         se = lambda v: v.std(ddof=1) / np.sqrt(len(v))  # noqa: E731
         lo.append(df.mean())

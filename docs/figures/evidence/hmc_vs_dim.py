@@ -12,10 +12,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from inference import hmc_evidence as he
-from inference.io import save_figure
-from models.ppca import exact_log_evidence, random_ppca, simulate
-from models.ppca import numpyro_model as m
+from varbayes.inference.evidence import hmc as he
+from varbayes.inference.io import save_figure
+from varbayes.models.ppca import exact_log_evidence, random_ppca, simulate
+from varbayes.models.ppca import numpyro_model as m
 
 
 def main() -> None:
@@ -30,8 +30,8 @@ def main() -> None:
     for K in Ks:
         p = random_ppca(D=2 * K + 4, K=K, sigma=0.5, seed=0, guide_scale=1.5)
         x, _ = simulate(p, 16, seed=1)
-        r = he.numpyro_hmc_evidence(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})],
-                                    he.HMCEvidenceOptions(n_samples=1000, n_warmup=200))
+        r = he.hmc_evidence(m.model, m.guide, [((p, jnp.asarray(x, jnp.float32)), {})],
+                            he.HMCEvidenceOptions(n_samples=1000, n_warmup=200))
         err = r.log_px - exact_log_evidence(p, x)
         bias.append(err.mean())
         mae.append(np.abs(err).mean())
