@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from varbayes.inference.backends import BACKENDS
 
@@ -62,8 +63,10 @@ def run(quick: bool) -> dict[str, float]:
     for backend in BACKENDS:
         code = ("import json, sys; from benchmarks.evidence import _child; "
                 f"print('RESULT' + json.dumps(_child({backend!r}, {quick!r})))")
+        # benchmarks/ is not installed: the child imports it from the checkout's root
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                             check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                             cwd=Path(__file__).resolve().parents[1])
         line = [s for s in out.stdout.splitlines() if s.startswith("RESULT")][-1]
         r = json.loads(line[len("RESULT"):])
         metrics[f"{backend}_seconds"] = r["seconds"]

@@ -1,9 +1,10 @@
 """The two backends: their names, the check, array conversion and model-module look-up.
 
-This is the only place outside an algorithm's own entry point that branches on the backend
-name. An algorithm that takes a model takes ``backend=`` (``"numpyro"`` or ``"pyro"``),
-checks it with :func:`check_backend` and picks its implementation once, at its entry.
-Nothing here imports torch or JAX until a function that needs them runs.
+An algorithm that takes a model takes ``backend=`` (``"numpyro"`` or ``"pyro"``), checks it
+with :func:`check_backend` and picks its implementation once, at its entry; the conversion
+and the look-up here are the shared rest. :func:`model_module` loads a model family's
+backend module by name, for the model families' workflows (the generic algorithms are handed
+their model). Nothing here imports torch or JAX until a function that needs them runs.
 """
 
 from __future__ import annotations
@@ -37,16 +38,6 @@ def as_array(a: Any, backend: str, dtype: str = "float32") -> Any:
     import jax.numpy as jnp
 
     return jnp.asarray(np.asarray(a), dtype=dtype)
-
-
-def to_numpy(a: Any) -> np.ndarray | None:
-    """A JAX array, torch tensor or array-like as a numpy array (detached); None stays None."""
-    if a is None:
-        return None
-    detach = getattr(a, "detach", None)
-    if detach is not None:  # a torch tensor
-        return detach().cpu().numpy()
-    return np.asarray(a)
 
 
 def model_module(family: str, backend: str) -> ModuleType:

@@ -16,15 +16,10 @@ import numpy as np
 
 from varbayes.inference.commands._options import add_common
 from varbayes.inference.data import datasets
-from varbayes.inference.evidence.figures import is_curve
 from varbayes.inference.io import out_dir, progress, save_figure, write_metrics
 from varbayes.inference.ising.denoise import Options, run_method
-from varbayes.inference.vae.bayes_evidence import (
-    bayesian_log_evidence,
-    curve_ks,
-    evidence_metrics,
-)
-from varbayes.inference.vae.run import CHECKPOINT, heldout_arrays, load_run
+from varbayes.inference.vae.bayes_evidence import write_evidence
+from varbayes.inference.vae.run import CHECKPOINT, load_run
 from varbayes.inference.vae.train import TrainSpec, train_run
 from varbayes.models.errors import VarbayesError
 from varbayes.models.ising import plots as ising_plots
@@ -109,14 +104,8 @@ def evidence_part(out: Path, seed: int, quick: bool) -> dict[str, float]:
     """ELBO, IS and quadrature on the VAE of :func:`vae_part` (its run folder
     ``out/../vae``), as ``varbayes evidence --estimators elbo,is,quadrature``."""
     k, n = (200, 60) if quick else (2000, 360)
-    names = ("elbo", "is", "quadrature")
-    run = load_run(out.parent / "vae")
-    x, c = heldout_arrays(run, n)
-    ev = bayesian_log_evidence(run, x, c, estimators=names, k=k, seed=seed,
-                               prefix_ks=curve_ks(k))
-    m = {**evidence_metrics(ev, names), "backend": run.backend}
-    write_metrics(out, m)
-    save_figure(is_curve(ev.estimates["is"]), out / "evidence_vs_k.png")
+    _, m = write_evidence(load_run(out.parent / "vae"), out, ("elbo", "is", "quadrature"),
+                          n_data=n, k=k, seed=seed)
     return {key: float(m[key]) for key in ("elbo", "is", "quadrature", "is_seconds",
                                            "quadrature_seconds", "n_data", "k")}
 

@@ -8,15 +8,9 @@ from pathlib import Path
 
 from varbayes.inference.commands._options import add_common, add_data_dir, add_run_dir, numbers
 from varbayes.inference.evidence import ais, hmc
-from varbayes.inference.evidence.figures import ais_curve, is_curve
-from varbayes.inference.io import out_dir, progress, save_figure, write_metrics
-from varbayes.inference.vae.bayes_evidence import (
-    ESTIMATORS,
-    bayesian_log_evidence,
-    curve_ks,
-    evidence_metrics,
-)
-from varbayes.inference.vae.run import heldout_arrays, load_run
+from varbayes.inference.io import out_dir, progress
+from varbayes.inference.vae.bayes_evidence import ESTIMATORS, write_evidence
+from varbayes.inference.vae.run import load_run
 from varbayes.models.errors import check
 
 
@@ -43,7 +37,7 @@ def _evidence(args: argparse.Namespace) -> int:
     check(args.k >= 1, f"--k must be >= 1, got {args.k}")
     check(args.n_data is None or args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
-    steps, ais_opts = _ais_options(args) if "ais" in names else ([], ais.DEFAULTS)
+    steps, ais_opts = _ais_options(args) if "ais" in names else ([100], ais.DEFAULTS)
     hmc_opts = hmc.HMCEvidenceOptions(n_samples=args.hmc_samples, n_warmup=args.hmc_warmup)
     if "hmc" in names:
         hmc.check_options(hmc_opts)
@@ -51,23 +45,11 @@ def _evidence(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     run = load_run(run_dir, args.data_dir)
     out = out_dir(args.out)
-    x, c = heldout_arrays(run, args.n_data)
-    ev = bayesian_log_evidence(run, x, c, estimators=names, k=args.k, n_theta=args.n_theta,
-                               seed=args.seed, batch_size=args.batch_size, chunk=args.chunk,
-                               prefix_ks=curve_ks(args.k), ais_steps=steps,
-                               ais_options=ais_opts, hmc_options=hmc_opts,
-                               progress=lambda b, label: progress(b, desc=label))
-    metrics = {**evidence_metrics(ev, names), "backend": run.backend}
-    if "ais" in names:
-        metrics.update(ais_steps=steps[-1], ais_chains=ais_opts.chains,
-                       ais_schedule=ais_opts.schedule, ais_init=ais_opts.init)
-    if "hmc" in names:
-        metrics["hmc_samples"] = args.hmc_samples
-    write_metrics(out, metrics)
-    save_figure(is_curve(ev.estimates["is"]), out / "evidence_vs_k.png")
-    if "ais" in names:
-        others = {n: metrics[n] for n in ("is", "elbo", "quadrature") if n in names}
-        save_figure(ais_curve(ev.estimates["ais"], others), out / "ais_vs_steps.png")
+    ev, metrics = write_evidence(run, out, names, n_data=args.n_data, k=args.k,
+                                 n_theta=args.n_theta, seed=args.seed,
+                                 batch_size=args.batch_size, chunk=args.chunk, ais_steps=steps,
+                                 ais_options=ais_opts, hmc_options=hmc_opts,
+                                 progress=lambda b, label: progress(b, desc=label))
     lines = [f"evidence on {metrics['n_data']} test points of {run_dir} ({run.backend}, "
              f"K={args.k}"
              + (f", {ev.n_theta} draws θ ~ q(θ): log E_q(θ) p(x|θ); ELBO averaged over θ):"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy.stats import norm
 
 from varbayes.inference.backends import BACKENDS
 from varbayes.inference.commands._options import add_common, add_data_dir, add_run_dir
 from varbayes.inference.data.datasets import DATASETS
 from varbayes.inference.io import out_dir, save_figure, write_metrics
 from varbayes.inference.vae import figures
-from varbayes.inference.vae.run import BINARIZE, arrays_for, load_run
+from varbayes.inference.vae.run import BINARIZE, CHECKPOINT, arrays_for, load_run
 from varbayes.inference.vae.train import (
     DEFAULT_EPOCHS,
     DEFAULT_EPOCHS_OTHER,
@@ -36,7 +35,11 @@ from varbayes.models.vae.config import (
     condition_vector,
     hidden_mask,
 )
-from varbayes.models.vae.evaluate import elbo_b, masked_log_likelihood
+from varbayes.models.vae.evaluate import (
+    elbo_b,
+    independent_pixel_log_likelihood,
+    masked_log_likelihood,
+)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -84,7 +87,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"  Bayesian decoder: KL(q(θ)‖p(θ)) = {m['kl_weights']:.1f} nats per pass "
               f"over the data ({m['kl_weights_per_datapoint']:.3f} per training point); "
               f"appendix-F bound {m['train_bound']:.3f} per training point")
-    print(f"  wrote {out / 'metrics.json'}, checkpoint.npz, {', '.join(r.figures)}")
+    print(f"  wrote {out / 'metrics.json'}, {CHECKPOINT}, {', '.join(r.figures)}")
     return 0
 
 
@@ -138,12 +141,7 @@ def _inpaint(args: argparse.Namespace) -> int:
     c = condition_vector(cfg, x)
     res = masked_log_likelihood(run.mod, run.vae, x, c, hidden, np.random.default_rng(args.seed),
                                 k=args.k)
-    p = np.clip(data.x_train.mean(0), 1e-3, 1 - 1e-3)[hidden]
-    if cfg.decoder == "bernoulli":
-        base = (x[:, hidden] * np.log(p) + (1 - x[:, hidden]) * np.log1p(-p)).sum(-1)
-    else:
-        sd = np.maximum(data.x_train.std(0)[hidden], cfg.min_scale)
-        base = norm.logpdf(x[:, hidden], p, sd).sum(-1)
+    base = independent_pixel_log_likelihood(cfg, data.x_train, x, hidden)
     n = min(args.n, len(x))
     masked = x[:n].copy()
     masked[:, hidden] = 0.5

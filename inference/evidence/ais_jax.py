@@ -197,7 +197,6 @@ class Densities(NamedTuple):
     dim: int
 
 
-
 def numpyro_densities(model: Callable[..., None], guide: Callable[..., None], args: tuple,
                       kwargs: dict, *, init: str = "prior", plate: str = "data") -> Densities:
     """The AIS densities of a NumPyro model+guide on one batch ``(args, kwargs)``."""
@@ -251,7 +250,7 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
     batches : ``(args, kwargs)`` per batch of datapoints, as for
         :func:`.importance.importance_sampling`.
     posterior : for BDMC, one (M, d) array per batch of exact posterior samples (the z that
-        generated x, see :func:`flatten_latents`); the chains then run in reverse, from β = 1
+        generated x, see :func:`.sites.flatten_latents`); the chains then run in reverse, from β = 1
         to 0, and the result is a stochastic upper bound.
     """
     import equinox as eqx

@@ -50,7 +50,7 @@ def quadrature(log_joint: Callable[[Any], Any], z_dim: int, n_data: int, *, n: i
 
     Parameters
     ----------
-    log_joint : ``z (M, K) -> (M,)`` log p(x_i, z_i) in nats (see :func:`numpyro_log_joint`).
+    log_joint : ``z (M, K) -> (M,)`` log p(x_i, z_i) in nats (see :func:`.sites.numpyro_log_joint`).
     z_dim : the latent dimension K; 1 or 2.
     """
     import jax

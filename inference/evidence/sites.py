@@ -32,6 +32,7 @@ def numpyro_reduce(lp: Any, plate_dim: int) -> Any:
     lp = jnp.moveaxis(lp, plate_dim, -1)
     return lp.reshape(-1, lp.shape[-1]).sum(0)
 
+
 def site_terms(sites: Iterable[dict], plate: str, reduce: Callable[[Any, int], Any],
                 latent_only: bool = False) -> Any:
     """Σ over sample sites of per-datapoint log densities, each reduced to (..., M) by
@@ -59,6 +60,7 @@ def site_terms(sites: Iterable[dict], plate: str, reduce: Callable[[Any, int], A
                                 "global latent makes p(x_i) not factorize)")
         total = total + reduce(fn.log_prob(site["value"]), frames[0].dim)
     return total
+
 
 def is_real(support: Any) -> bool:
     """True for ``real`` or ``real_vector`` supports (both backends' constraint objects)."""
@@ -121,6 +123,7 @@ def split_terms(sites: Iterable[dict], plate: str, latents: Sequence[str],
             rest = rest + term
     return prior, rest
 
+
 def pyro_particle_plate(sites: Iterable[dict], n: int
                         ) -> tuple[Callable[[Callable[..., None]], Callable[..., None]],
                                    Callable[[Any, int], Any]]:
@@ -149,6 +152,7 @@ def pyro_particle_plate(sites: Iterable[dict], n: int
 
     return vec, reduce
 
+
 def numpyro_log_joint(model: Callable[..., None], site: str, *args: Any,
                       plate: str = "data", **kwargs: Any) -> Callable[[Any], Any]:
     """``z (M, K) -> (M,)`` per-datapoint log p(x_i, z_i) with the latent ``site`` set to z."""
@@ -160,6 +164,7 @@ def numpyro_log_joint(model: Callable[..., None], site: str, *args: Any,
                           numpyro_reduce)
 
     return log_joint
+
 
 def flatten(values: dict[str, Any], sites: Sequence[tuple[str, tuple[int, ...]]], lead: int
             ) -> Any:
@@ -178,6 +183,7 @@ def unflatten(z: Any, sites: Sequence[tuple[str, tuple[int, ...]]]) -> dict[str,
         out[name] = z[..., i:i + n].reshape(*z.shape[:-1], *shape)
         i += n
     return out
+
 
 def flatten_latents(model: Callable[..., None], args: tuple, kwargs: dict,
                     values: dict[str, Any], plate: str = "data") -> Any:

@@ -34,7 +34,7 @@ def coupling_comparison(couplings: Sequence[float], seed: int) -> tuple[str, dic
     x = corrupt(clean, noise, np.random.default_rng(seed))
     names = {f"J={j:g}": j for j in couplings}
     models = mcmc.compare_couplings(jax.random.key(seed), x, noise, names,
-                                          num_samples=1000, burn_in=200, num_chains=4)
+                                    num_samples=1000, burn_in=200, num_chains=4)
     errs, rows, metrics = [], [], {}
     for name, j in names.items():
         mean, se = mcmc.marginal_means(models[name])

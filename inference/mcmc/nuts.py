@@ -72,25 +72,16 @@ def nuts(
                progress_bar=progress_bar)
 
 
-def discrete_latent_sites(model: Callable[..., Any], args: tuple, kwargs: dict,
-                          backend: Backend) -> list[str]:
-    """Names of the latent (unobserved) sample sites of ``model`` with discrete support."""
-    if backend == "numpyro":
-        from numpyro import handlers
-
-        tr = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
-        sites = tr.values()
-    else:
-        import pyro
-
-        sites = pyro.poutine.trace(model).get_trace(*args, **kwargs).nodes.values()
+def discrete_latent_sites(sites: Any) -> list[str]:
+    """Names of the latent (unobserved) sample sites with discrete support among a trace's
+    sites (NumPyro's trace values or Pyro's ``trace.nodes.values()``)."""
     return [s["name"] for s in sites
             if s["type"] == "sample" and not s.get("is_observed", False)
             and getattr(getattr(s["fn"], "support", None), "is_discrete", False)]
 
 
-def _refuse_discrete(model, args, kwargs, backend) -> None:
-    names = discrete_latent_sites(model, args, kwargs, backend)
+def _refuse_discrete(sites: Any) -> None:
+    names = discrete_latent_sites(sites)
     if names:
         raise VarbayesError(
             f"NUTS needs continuous latents, but site(s) {', '.join(names)} are discrete: "
@@ -102,9 +93,10 @@ def _nuts_numpyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, s
                   target_accept_prob, max_tree_depth, init, jit_compile, progress_bar):
     import arviz as az
     import jax
+    from numpyro import handlers
     from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
 
-    _refuse_discrete(model, args, kwargs, "numpyro")
+    _refuse_discrete(handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs).values())
     strategy = init_to_value(values=dict(init)) if init else init_to_uniform
     kernel = NUTS(model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                   init_strategy=strategy)
@@ -145,7 +137,7 @@ def _nuts_pyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, seed
     from pyro.infer import MCMC
     from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 
-    _refuse_discrete(model, args, kwargs, "pyro")
+    _refuse_discrete(pyro.poutine.trace(model).get_trace(*args, **kwargs).nodes.values())
     dtype = torch.get_default_dtype()
     strategy = (init_to_value(values={k: torch.as_tensor(np.asarray(v), dtype=dtype)
                                       for k, v in init.items()}) if init else init_to_uniform)

@@ -28,11 +28,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from varbayes.inference.evidence.ais import DEFAULTS, AISOptions, ais
+from varbayes.inference.evidence.figures import ais_curve, is_curve
 from varbayes.inference.evidence.hmc import HMCEvidenceOptions, hmc_evidence
 from varbayes.inference.evidence.importance import ISResult, importance_sampling, log_mean_exp
 from varbayes.inference.evidence.quadrature import QuadratureResult, quadrature
 from varbayes.inference.evidence.sites import numpyro_log_joint
-from varbayes.inference.vae.run import Run, load_run, numpyro_twin, run_batches
+from varbayes.inference.io import save_figure, write_metrics
+from varbayes.inference.vae.run import Run, heldout_arrays, load_run, numpyro_twin, run_batches
 from varbayes.models.bayesian_vae.predictive import decoder_draws
 from varbayes.models.errors import check
 
@@ -95,11 +97,11 @@ class BayesEvidence(NamedTuple):
     """Per estimator, (N,) the mean over θ_s of log p̂(x|θ_s) (AIS: at the largest T)."""
 
 
-def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, c: np.ndarray | None = None,
-                          *, estimators: Sequence[str] = ("is",), k: int = 100,
-                          n_theta: int = 10, seed: int = 0, batch_size: int = 500,
-                          chunk: int = 100, prefix_ks: Sequence[int] = (),
-                          ais_steps: Sequence[int] = (100,), ais_options: AISOptions = DEFAULTS,
+def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_theta: int = 10,
+                          seed: int = 0, c: np.ndarray | None = None, batch_size: int = 500,
+                          *, estimators: Sequence[str] = ("is",), chunk: int = 100,
+                          prefix_ks: Sequence[int] = (), ais_steps: Sequence[int] = (100,),
+                          ais_options: AISOptions = DEFAULTS,
                           hmc_options: HMCEvidenceOptions | None = None,
                           progress: Progress = None) -> BayesEvidence:
     """Score points ``x`` (N, D) under a VAE run by each estimator (see the module doc).
@@ -107,14 +109,15 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, c: np.ndarray | 
     Parameters
     ----------
     run : a :class:`~varbayes.inference.vae.run.Run` or its folder (``--bayesian`` or not).
-    x : (N, D) float32 points, binarized as the run's evaluation sets are; ``c`` (N, C) the
-        conditioning of a conditional run, else None.
-    estimators : from :data:`ESTIMATORS`; importance sampling always runs (its K = 1 mean
-        is the ELBO), ``quadrature`` needs a latent of size ≤ 2.
+    x : (N, D) float32 points, binarized as the run's evaluation sets are.
     k : z draws per datapoint and θ draw for IS (K ≥ 1); ``prefix_ks`` also reports the
         IS estimate from the first K' < K of them.
     n_theta : θ draws S ≥ 1 from q(θ) (ignored for a point-estimate run).
     seed : seeds the θ draws; θ draw s runs every estimator with ``seed + s``.
+    c : (N, C) the conditioning of a conditional run, else None.
+    batch_size : datapoints per batch.
+    estimators : from :data:`ESTIMATORS`; importance sampling always runs (its K = 1 mean
+        is the ELBO), ``quadrature`` needs a latent of size ≤ 2.
     ais_steps : AIS numbers of intermediate distributions T, one run each (the options'
         other settings from ``ais_options``).
     progress : ``(batches, label) -> batches``, e.g. a progress bar per estimator.
@@ -288,3 +291,34 @@ def evidence_metrics(ev: BayesEvidence, names: Sequence[str]) -> dict[str, Any]:
         metrics["hmc_seconds"] = hmc.seconds
         metrics["hmc_accept_mean"] = hmc.accept
     return metrics
+
+
+def write_evidence(run: Run, out: Path, estimators: Sequence[str], *,
+                   n_data: int | None = None, k: int = 1000, n_theta: int = 10, seed: int = 0,
+                   batch_size: int = 500, chunk: int = 100, ais_steps: Sequence[int] = (100,),
+                   ais_options: AISOptions = DEFAULTS,
+                   hmc_options: HMCEvidenceOptions | None = None, progress: Progress = None
+                   ) -> tuple[BayesEvidence, dict[str, Any]]:
+    """What ``varbayes evidence`` writes into ``out``: :func:`bayesian_log_evidence` on the
+    first ``n_data`` test points of the run (all when None), ``metrics.json``
+    (:func:`evidence_metrics` with the run's backend and the AIS / HMC settings),
+    ``evidence_vs_k.png`` and, with AIS, ``ais_vs_steps.png``. Returns both."""
+    x, c = heldout_arrays(run, n_data)
+    hmc_options = hmc_options or HMCEvidenceOptions()
+    steps = sorted(set(ais_steps))
+    ev = bayesian_log_evidence(run, x, k, n_theta, seed, c, batch_size, estimators=estimators,
+                               chunk=chunk, prefix_ks=curve_ks(k), ais_steps=steps,
+                               ais_options=ais_options, hmc_options=hmc_options,
+                               progress=progress)
+    metrics = {**evidence_metrics(ev, estimators), "backend": run.backend}
+    if "ais" in estimators:
+        metrics.update(ais_steps=steps[-1], ais_chains=ais_options.chains,
+                       ais_schedule=ais_options.schedule, ais_init=ais_options.init)
+    if "hmc" in estimators:
+        metrics["hmc_samples"] = hmc_options.n_samples
+    write_metrics(out, metrics)
+    save_figure(is_curve(ev.estimates["is"]), out / "evidence_vs_k.png")
+    if "ais" in estimators:
+        others = {n: metrics[n] for n in ("is", "elbo", "quadrature") if n in estimators}
+        save_figure(ais_curve(ev.estimates["ais"], others), out / "ais_vs_steps.png")
+    return ev, metrics

@@ -100,9 +100,7 @@ def latent_figures(out: Path, mod: ModuleType, vae: Any, data: RunData,
 
 def run_title(run: Run) -> str:
     """The figure title of a trained run: dataset, backend, ELBO, latent size."""
-    r = run.header["meta"]["run"]
-    return (f"{r['dataset']}, {run.header['backend']}, {run.header['options']['elbo']} ELBO, "
-            f"K={run.vae.config.z_dim}")
+    return f"{run.dataset}, {run.backend}, {run.elbo} ELBO, K={run.vae.config.z_dim}"
 
 
 def bayes_figures(out: Path, mod: ModuleType, mean_vae: Any, sigma: dict[str, np.ndarray],

@@ -26,6 +26,8 @@ from varbayes.models.vae.config import VAEConfig, check_data, condition_vector
 
 CHECKPOINT = "checkpoint.npz"
 """The checkpoint's file name inside a run folder."""
+SIGMA = "sigma/"
+"""Prefix of σ of q(θ) among a Bayesian run's exported arrays (``export/sigma/<name>``)."""
 BINARIZE = ("auto", "dynamic", "static", "none")
 """``--binarize`` choices: how grey images become the Bernoulli decoder's 0/1 targets."""
 _TRAIN_HINT = "pass the --out folder of a 'varbayes vae train' run"
@@ -119,6 +121,36 @@ class Run(NamedTuple):
         """``numpyro`` or ``pyro``: the backend the run was trained with."""
         return self.header["backend"]
 
+    @property
+    def dataset(self) -> str:
+        """The dataset the run was trained on."""
+        return self.header["meta"]["run"]["dataset"]
+
+    @property
+    def elbo(self) -> str:
+        """The training ELBO: ``trace`` (estimator A) or ``meanfield`` (B)."""
+        return self.header["options"]["elbo"]
+
+
+def run_meta(config: VAEConfig, dataset: str, binarize: str, n_train: int | None,
+             n_test: int | None, bayes: Any = None) -> dict[str, Any]:
+    """The checkpoint ``meta`` of a run: the configuration ``vae``, the data description
+    ``run`` (what :func:`load_run_data` needs to rebuild the data) and, for a Bayesian
+    decoder, its ``bayes`` configuration."""
+    meta = {"vae": config._asdict(),
+            "run": {"dataset": dataset, "binarize": binarize, "n_train": n_train,
+                    "n_test": n_test}}
+    if bayes is not None:
+        meta["bayes"] = bayes._asdict()
+    return meta
+
+
+def export_arrays(weights: dict[str, np.ndarray], sigma: dict[str, np.ndarray] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """What a run's checkpoint exports: the flat VAE weights and, for a Bayesian decoder,
+    σ of q(θ) per decoder weight (read back by :func:`exported`)."""
+    return {**weights, **{f"{SIGMA}{k}": v for k, v in (sigma or {}).items()}}
+
 
 def is_bayesian(header: dict[str, Any]) -> bool:
     """True for a Bayesian-decoder run (a prior and a guide over the decoder weights)."""
@@ -147,8 +179,8 @@ def exported(arrays: dict[str, np.ndarray]
     and σ of q(θ) under ``export/sigma/`` (empty for a point-estimate run)."""
     weights, sigma = {}, {}
     for k, v in arrays.items():
-        if k.startswith("export/sigma/"):
-            sigma[k[len("export/sigma/"):]] = v
+        if k.startswith(f"export/{SIGMA}"):
+            sigma[k[len(f"export/{SIGMA}"):]] = v
         elif k.startswith("export/"):
             weights[k[len("export/"):]] = v
     return weights, sigma

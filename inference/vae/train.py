@@ -19,7 +19,14 @@ from varbayes.inference.backends import model_module
 from varbayes.inference.data import datasets
 from varbayes.inference.io import write_metrics
 from varbayes.inference.vae import figures
-from varbayes.inference.vae.run import CHECKPOINT, RunData, arrays_for, load_run_data
+from varbayes.inference.vae.run import (
+    CHECKPOINT,
+    RunData,
+    arrays_for,
+    export_arrays,
+    load_run_data,
+    run_meta,
+)
 from varbayes.inference.vi.svi import SVIOptions, fit
 from varbayes.models.bayesian_vae.config import BayesConfig, kl_weights
 from varbayes.models.bayesian_vae.config import validate as validate_bayes
@@ -188,25 +195,20 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
 
         def export(params: Any) -> dict[str, np.ndarray]:
             t = bmod.with_params(vae, params)
-            return {**bmod.weights(t),
-                    **{f"sigma/{k}": v for k, v in bmod.posterior(t)[1].items()}}
+            return export_arrays(bmod.weights(t), bmod.posterior(t)[1])
     else:
         vae = mod.build(config, seed=spec.seed)
         model, guide = mod.model, mod.guide
 
         def export(params: Any) -> dict[str, np.ndarray]:
-            return mod.weights(mod.with_params(vae, params))
-    run_meta = {"dataset": spec.dataset, "binarize": data.binarize, "n_train": spec.n_train,
-                "n_test": spec.n_test}
+            return export_arrays(mod.weights(mod.with_params(vae, params)))
     train = arrays_for(config, data.x_train, data.y_train)
     n_eval = len(data.x_train_eval)
     eval_sets = {"train": arrays_for(config, data.x_train_eval, data.y_train[:n_eval]
                                      if data.y_train is not None else None),
                  "test": arrays_for(config, data.x_test, data.y_test)}
     t0 = time.perf_counter()
-    meta = {"vae": config._asdict(), "run": run_meta}
-    if bayes is not None:
-        meta["bayes"] = bayes._asdict()
+    meta = run_meta(config, spec.dataset, data.binarize, spec.n_train, spec.n_test, bayes)
     result = fit(functools.partial(model, vae), functools.partial(guide, vae), train,
                  options=options, eval_sets=eval_sets,
                  transform=train_transform(config, data.binarize == "dynamic"), checkpoint=ckpt,

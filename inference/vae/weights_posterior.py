@@ -176,15 +176,15 @@ def run_weights_posterior(run_dir: str | Path, data_dir: str | None = None, *,
     weights; the run must have at most :data:`MAX_RUN_IMAGES` training images.
     """
     from varbayes.inference.data import datasets
-    from varbayes.inference.vae.run import arrays_for, load_run
+    from varbayes.inference.vae.run import arrays_for, is_bayesian, load_run, read_header
     from varbayes.models.bayesian_vae import numpyro_model as nbv
     from varbayes.models.bayesian_vae.config import BayesConfig, softplus_inv
 
+    check(is_bayesian(read_header(run_dir)),
+          f"{run_dir} is a plain VAE run (point-estimate decoder): --target weights needs a "
+          "Bayesian decoder, so train with 'varbayes vae train --bayesian'")
     run = load_run(run_dir, data_dir)
     sigma = run.sigma
-    check(sigma is not None, f"{run_dir} is a plain VAE run (point-estimate decoder): "
-                             "--target weights needs a Bayesian decoder, so train with "
-                             "'varbayes vae train --bayesian'")
     n = len(run.data.x_train)
     check(n <= MAX_RUN_IMAGES,
           f"{run_dir} was trained on {n} images: NUTS over the decoder weights and every "

@@ -167,8 +167,6 @@ def plot_forest_comparison(fits: Mapping[str, Any], path: str | os.PathLike[str]
     import matplotlib
 
     matplotlib.use("Agg")
-
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         axes = az.plot_forest(list(fits.values()), model_names=list(fits), combined=True,
