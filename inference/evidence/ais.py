@@ -51,13 +51,14 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         β = 1 to 0 and ``log_px`` is a stochastic upper bound.
     progress : wraps the list of batches, e.g. in a progress bar.
 
+    Bad options or a model outside the contract raise a one-line ``VarbayesError``.
+
     Returns
     -------
     :class:`AISResult` with ``log_px`` (N,), its standard error over chains, the per-chain
     log weights (C, N) and the mean acceptance per transition.
     """
     check_backend(backend)
-    check_options(options)
     if backend == "pyro":
         from varbayes.inference.evidence.ais_pyro import pyro_ais as run
     else:

@@ -38,9 +38,8 @@ from varbayes.inference.evidence.annealing import (
     PILOT_CHAINS,
     AISOptions,
     AISResult,
-    check_options,
     finish,
-    schedule,
+    path_betas,
 )
 from varbayes.inference.evidence.sites import (
     flatten,
@@ -167,7 +166,8 @@ def run(key: Any, z0: Any, betas: Any, log_p0: LogDensity, log_joint: LogDensity
 
 
 def adapted_run(key: Any, z0: Any, betas: Any, log_p0: LogDensity, log_joint: LogDensity,
-                options: AISOptions, pilot_chains: int = 4) -> tuple[AISState, AISInfo]:
+                options: AISOptions, pilot_chains: int = PILOT_CHAINS
+                ) -> tuple[AISState, AISInfo]:
     """AIS with step sizes adapted in a pilot run and then frozen.
 
     A step size that a chain adapts from its own acceptances depends on the chain's current
@@ -257,11 +257,8 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
     import jax
     import jax.numpy as jnp
 
-    check_options(options)
-    betas = schedule(options.n_steps, options.schedule)
     reverse = posterior is not None
-    if reverse:
-        betas = betas[::-1].copy()
+    betas = path_betas(options, reverse)
 
     @eqx.filter_jit
     def one(key: Any, args: tuple, kwargs: dict, z_post: Any) -> tuple[Any, Any]:

@@ -22,9 +22,8 @@ from varbayes.inference.evidence.annealing import (
     PILOT_CHAINS,
     AISOptions,
     AISResult,
-    check_options,
     finish,
-    schedule,
+    path_betas,
 )
 from varbayes.inference.evidence.sites import (
     latent_sites,
@@ -168,12 +167,9 @@ def pyro_ais(model: Callable[..., None], guide: Callable[..., None],
     import pyro
     import torch
 
-    check_options(options)
-    pyro.set_rng_seed(seed)
-    betas = schedule(options.n_steps, options.schedule)
     reverse = posterior is not None
-    if reverse:
-        betas = betas[::-1].copy()
+    betas = path_betas(options, reverse)
+    pyro.set_rng_seed(seed)
     n = options.chains + PILOT_CHAINS
     t0 = time.perf_counter()
     parts = []

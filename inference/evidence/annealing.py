@@ -81,6 +81,14 @@ def schedule(n_steps: int, kind: str = "sigmoid", delta: float = 4.0) -> np.ndar
     return (s - s[0]) / (s[-1] - s[0])
 
 
+def path_betas(options: AISOptions, reverse: bool = False) -> np.ndarray:
+    """The checked ``options``' β schedule, (T+1,): 0 → 1, or 1 → 0 for the reverse (BDMC)
+    chain."""
+    check_options(options)
+    betas = schedule(options.n_steps, options.schedule)
+    return betas[::-1].copy() if reverse else betas
+
+
 def log_mean_exp_stderr(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log (1/C) Σ_c w_c over axis 0 of (C, N) and its delta-method standard error
     sd(w)/(√C · mean(w)); 0 when C = 1."""
