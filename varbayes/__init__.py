@@ -52,6 +52,10 @@ _API = {
     "LooReport": "varbayes.inference.workflow.diagnostics",
     "compare": "varbayes.inference.workflow.diagnostics",
     "plot_diagnostics": "varbayes.inference.workflow.diagnostics",
+    "plot_ppc": "varbayes.inference.workflow.diagnostics",
+    "q_khat": "varbayes.inference.workflow.diagnostics",
+    "QCheck": "varbayes.inference.workflow.diagnostics",
+    "guide_draws": "varbayes.inference.workflow.predictive",
     "save_inferencedata": "varbayes.inference.io",
     "load_inferencedata": "varbayes.inference.io",
     # data

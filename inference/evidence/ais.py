@@ -11,7 +11,7 @@ bound; the gap between them bounds the error of both. Nats throughout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from varbayes.inference.backends import check_backend
@@ -24,6 +24,15 @@ from varbayes.inference.evidence.annealing import (
     check_options,
     schedule,
 )
+from varbayes.inference.ppl import (
+    check_model,
+    check_params,
+    isolated,
+    latent,
+    to_backend,
+    with_params,
+)
+from varbayes.models.errors import check
 
 __all__ = ["DEFAULTS", "INITS", "SCHEDULES", "AISOptions", "AISResult", "ais", "check_options",
            "schedule"]
@@ -32,7 +41,7 @@ __all__ = ["DEFAULTS", "INITS", "SCHEDULES", "AISOptions", "AISResult", "ais", "
 def ais(model: Callable[..., None], guide: Callable[..., None],
         batches: Iterable[tuple[tuple, dict]], options: AISOptions = DEFAULTS, *,
         backend: str = "numpyro", seed: int = 0, plate: str = "data",
-        posterior: Sequence[Any] | None = None,
+        params: Mapping[str, Any] | None = None, posterior: Sequence[Any] | None = None,
         progress: Callable[[Iterable], Iterable] | None = None) -> AISResult:
     """AIS estimates of log p(x_i) (nats) for every datapoint of every batch.
 
@@ -45,6 +54,8 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         :func:`.importance.importance_sampling` (see
         :func:`.batches.batches`).
     options : :class:`AISOptions` (T, chains, schedule, start density, HMC settings).
+    params : the trained values of the guide's (and model's) param sites, constrained
+        (``fit(...).params``); None: the values the pair creates itself, in both backends.
     posterior : for BDMC, one (M, d) array per batch of exact posterior samples (the z that
         generated x, flattened in the order of
         :func:`.sites.flatten_latents`); the chains then run from
@@ -63,5 +74,14 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         from varbayes.inference.evidence.ais_pyro import pyro_ais as run
     else:
         from varbayes.inference.evidence.ais_jax import numpyro_ais as run
-    return run(model, guide, batches, options, seed=seed, plate=plate, posterior=posterior,
-               progress=progress)
+    batches = [(to_backend(tuple(a), backend), to_backend(dict(kw), backend))
+               for a, kw in batches]
+    check(bool(batches), "ais got no batches of data")
+    with isolated(backend):
+        msites = check_model(model, *batches[0], backend=backend)
+        gsites = check_model(guide, *batches[0], backend=backend, what="guide",
+                             latents=latent(msites))
+        check_params(params, msites, gsites)
+        return run(with_params(model, params, backend=backend),
+                   with_params(guide, params, backend=backend), batches, options, seed=seed,
+                   plate=plate, posterior=posterior, progress=progress)

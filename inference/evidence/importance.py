@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,6 +33,14 @@ from scipy.special import logsumexp
 from varbayes.inference.backends import check_backend
 from varbayes.inference.evidence.batches import Batch
 from varbayes.inference.evidence.sites import numpyro_reduce, pyro_particle_plate, site_terms
+from varbayes.inference.ppl import (
+    check_model,
+    check_params,
+    isolated,
+    latent,
+    to_backend,
+    with_params,
+)
 from varbayes.models.errors import check
 
 # ------------------------------------------------------------ estimators on log weights
@@ -82,7 +90,7 @@ class ISResult(NamedTuple):
 # ------------------------------------------------------------ log weights of a model+guide
 
 def numpyro_log_weights(model: Callable[..., None], guide: Callable[..., None], key: Any,
-                        k: int, *args: Any, plate: str = "data", **kwargs: Any) -> Any:
+                        k: int, *args: Any, plate: str | None = "data", **kwargs: Any) -> Any:
     """(k, M) log p(x, z) - log q(z|x) for k draws z ~ q per datapoint (JAX array)."""
     import jax
     from numpyro import handlers
@@ -98,21 +106,31 @@ def numpyro_log_weights(model: Callable[..., None], guide: Callable[..., None], 
 
 
 def pyro_log_weights(model: Callable[..., None], guide: Callable[..., None], k: int,
-                     *args: Any, plate: str = "data", **kwargs: Any) -> np.ndarray:
-    """(k, M) log p(x, z) - log q(z|x), the k draws vectorized by an outer particle plate."""
+                     *args: Any, plate: str | None = "data", **kwargs: Any) -> np.ndarray:
+    """(k, M) log p(x, z) - log q(z|x), the k draws vectorized by an outer particle plate.
+
+    A model that does not broadcast over that plate (e.g. ``x @ w`` with a vector latent
+    ``w``) is run once per draw instead.
+    """
     import pyro
     import torch
 
     tr0 = pyro.poutine.trace(model).get_trace(*args, **kwargs)
     site_terms(tr0.nodes.values(), plate, lambda lp, d: 0.0)  # refuse bad models up front
-    vec, reduce = pyro_particle_plate(tr0.nodes.values(), k)
 
-    with torch.no_grad():
+    def one(vec: Callable[[Callable], Callable], reduce: Callable) -> Any:
         gtr = pyro.poutine.trace(vec(guide)).get_trace(*args, **kwargs)
         mtr = pyro.poutine.trace(pyro.poutine.replay(vec(model), trace=gtr)).get_trace(
             *args, **kwargs)
-        log_w = (site_terms(mtr.nodes.values(), plate, reduce)
-                 - site_terms(gtr.nodes.values(), plate, reduce, latent_only=True))
+        return (site_terms(mtr.nodes.values(), plate, reduce)
+                - site_terms(gtr.nodes.values(), plate, reduce, latent_only=True))
+
+    with torch.no_grad():
+        try:
+            log_w = one(*pyro_particle_plate(tr0.nodes.values(), k))
+        except (RuntimeError, ValueError, IndexError):  # shapes that do not broadcast
+            single = pyro_particle_plate(tr0.nodes.values(), 1)
+            log_w = torch.cat([one(*single) for _ in range(k)])
     return log_w.detach().cpu().numpy()
 
 
@@ -120,7 +138,8 @@ def pyro_log_weights(model: Callable[..., None], guide: Callable[..., None], k: 
 
 def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
                         batches: Iterable[Batch], k: int, *, backend: str = "numpyro",
-                        chunk: int = 100, seed: int = 0, plate: str = "data",
+                        chunk: int = 100, seed: int = 0, plate: str | None = "data",
+                        params: Mapping[str, Any] | None = None,
                         diagnostics: bool = True, prefix_ks: Sequence[int] = (),
                         progress: Callable[[Iterable], Iterable] | None = None) -> ISResult:
     """IS estimates of log p(x_i) with the guide as proposal, batched over datapoints and
@@ -128,9 +147,18 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
 
     Parameters
     ----------
-    batches : ``(args, kwargs)`` per batch of datapoints, passed to model and guide.
+    model, guide : a NumPyro or Pyro pair matching ``backend`` (the other backend's pair is
+        refused in one line).
+    batches : ``(args, kwargs)`` per batch of datapoints, passed to model and guide (see
+        :func:`.batches.batches`); numpy arrays in them are converted.
     k : importance samples per datapoint, K ≥ 1.
     chunk : samples drawn at once; lower it to save memory.
+    plate : the name of the data plate; None for a model whose latents are all global
+        (e.g. regression weights): the whole data set is then one datapoint and ``log_px``
+        has one entry, log p(y).
+    params : the trained values of the guide's (and model's) param sites, in their
+        constrained space: ``fit(...).params``. None: the values the pair creates itself
+        (their initial values), in both backends (Pyro's global param store is not read).
     diagnostics : compute the Pareto k̂ (costs a sort of K weights per datapoint).
     prefix_ks : also report the estimate from the first K' samples, for each K' < K here.
     """
@@ -139,7 +167,24 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
     k = int(k)
     chunk = max(1, min(int(chunk), k))
     t0 = time.perf_counter()
-    draw = (_numpyro_draws if backend == "numpyro" else _pyro_draws)(model, guide, plate, seed)
+    batches = [(to_backend(tuple(a), backend), to_backend(dict(kw), backend))
+               for a, kw in batches]
+    check(bool(batches), "importance_sampling got no batches of data")
+    with isolated(backend):
+        msites = check_model(model, *batches[0], backend=backend)
+        gsites = check_model(guide, *batches[0], backend=backend, what="guide",
+                             latents=latent(msites))
+        check_params(params, msites, gsites)
+        model = with_params(model, params, backend=backend)
+        guide = with_params(guide, params, backend=backend)
+        draw = (_numpyro_draws if backend == "numpyro" else _pyro_draws)(model, guide, plate,
+                                                                           seed)
+        return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)
+
+
+def _estimate(draw: Draws, batches: list[Batch], k: int, chunk: int, diagnostics: bool,
+              prefix_ks: Sequence[int], progress: Callable[[Iterable], Iterable] | None,
+              t0: float) -> ISResult:
     parts: list[tuple[np.ndarray, ...]] = []
     ks = sorted({int(j) for j in prefix_ks if 1 <= int(j) < k})
     prefix: dict[int, list[np.ndarray]] = {j: [] for j in ks}
@@ -164,7 +209,7 @@ Draws = Callable[[int, int, int, tuple, dict], np.ndarray]
 """``(batch index b, chunk index c, n, args, kwargs) -> (n, M)`` float64 log weights."""
 
 
-def _numpyro_draws(model: Callable[..., None], guide: Callable[..., None], plate: str,
+def _numpyro_draws(model: Callable[..., None], guide: Callable[..., None], plate: str | None,
                    seed: int) -> Draws:
     """NumPyro log weights, compiled once per (n, shapes); chunk c of batch b uses the key
     ``fold_in(fold_in(key(seed), b), c)``.
@@ -186,7 +231,7 @@ def _numpyro_draws(model: Callable[..., None], guide: Callable[..., None], plate
     return draw
 
 
-def _pyro_draws(model: Callable[..., None], guide: Callable[..., None], plate: str,
+def _pyro_draws(model: Callable[..., None], guide: Callable[..., None], plate: str | None,
                 seed: int) -> Draws:
     """Pyro log weights from the global torch generator, seeded once here."""
     import pyro

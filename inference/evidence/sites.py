@@ -21,22 +21,39 @@ from typing import Any
 
 import numpy as np
 
+from varbayes.inference.ppl import to_backend, with_params
 from varbayes.models.errors import VarbayesError, check
 
 
-def numpyro_reduce(lp: Any, plate_dim: int) -> Any:
+def numpyro_reduce(lp: Any, plate_dim: int | None) -> Any:
     """A NumPyro site's log-density summed to (M,) per datapoint of the plate at ``plate_dim``
-    (the ``reduce`` of :func:`site_terms` and :func:`split_terms` for JAX arrays)."""
+    (the ``reduce`` of :func:`site_terms` and :func:`split_terms` for JAX arrays); with
+    ``plate_dim`` None (no data plate: the whole data set is one point) summed to (1,)."""
     import jax.numpy as jnp
 
+    if plate_dim is None:
+        return jnp.sum(lp).reshape(1)
     lp = jnp.moveaxis(lp, plate_dim, -1)
     return lp.reshape(-1, lp.shape[-1]).sum(0)
 
 
-def site_terms(sites: Iterable[dict], plate: str, reduce: Callable[[Any, int], Any],
-                latent_only: bool = False) -> Any:
+def _outside(kind: str, name: str, plate: str, site: dict) -> VarbayesError:
+    """The error for a site outside the data plate, naming the plates it does sit in."""
+    seen = [f.name for f in site["cond_indep_stack"] if f.name != "_particles"]
+    where = f"its plates: {seen}" if seen else "it is in no plate"
+    fix = (f"pass plate={seen[0]!r} (the name of the model's data plate)" if seen else
+           "put the data in a plate named 'data'")
+    return VarbayesError(f"{kind} site '{name}' is outside the '{plate}' plate ({where}): "
+                         f"{fix}; these estimators need per-datapoint latents and data, or "
+                         "plate=None for a model whose latents are all global (the whole "
+                         "data set is then one datapoint)")
+
+
+def site_terms(sites: Iterable[dict], plate: str | None,
+               reduce: Callable[[Any, int | None], Any], latent_only: bool = False) -> Any:
     """Σ over sample sites of per-datapoint log densities, each reduced to (..., M) by
-    ``reduce(log_prob, plate_dim)``; checks that latents are local and continuous."""
+    ``reduce(log_prob, plate_dim)``; checks that latents are local and continuous. With
+    ``plate`` None every site counts whole (``plate_dim`` None): one value for all data."""
     total = 0.0
     for site in sites:
         if site["type"] != "sample" or site["name"] == "_particles":
@@ -50,14 +67,14 @@ def site_terms(sites: Iterable[dict], plate: str, reduce: Callable[[Any, int], A
         if not observed and getattr(support, "is_discrete", False):
             raise VarbayesError(f"site '{site['name']}' is a discrete latent: these estimators "
                                 "need continuous per-datapoint latents")
+        if plate is None:
+            total = total + reduce(fn.log_prob(site["value"]), None)
+            continue
         frames = [f for f in site["cond_indep_stack"] if f.name == plate]
         if not frames:
             if observed and type(fn).__name__ == "Unit":
                 continue  # a factor: a term on the parameters, not on x
-            kind = "observed" if observed else "latent"
-            raise VarbayesError(f"{kind} site '{site['name']}' is outside the '{plate}' plate: "
-                                "these estimators need per-datapoint latents and data (a "
-                                "global latent makes p(x_i) not factorize)")
+            raise _outside("observed" if observed else "latent", site["name"], plate, site)
         total = total + reduce(fn.log_prob(site["value"]), frames[0].dim)
     return total
 
@@ -85,9 +102,7 @@ def latent_sites(sites: Iterable[dict], plate: str) -> list[tuple[str, tuple[int
                                 "per-datapoint latents")
         frames = [f for f in s["cond_indep_stack"] if f.name == plate]
         if not frames:
-            raise VarbayesError(f"latent site '{name}' is outside the '{plate}' plate: AIS "
-                                "needs per-datapoint latents (a global latent makes p(x_i) "
-                                "not factorize)")
+            raise _outside("latent", name, plate, s)
         if not is_real(support):
             raise VarbayesError(f"latent site '{name}' has support {support}: AIS here needs "
                                 "unconstrained real latents")
@@ -114,8 +129,7 @@ def split_terms(sites: Iterable[dict], plate: str, latents: Sequence[str],
         if not frames:
             if type(s["fn"]).__name__ == "Unit":
                 continue
-            raise VarbayesError(f"site '{s['name']}' is outside the '{plate}' plate: AIS needs "
-                                "per-datapoint latents and data")
+            raise _outside("observed" if s["is_observed"] else "latent", s["name"], plate, s)
         term = reduce(s["fn"].log_prob(s["value"]), frames[0].dim)
         if s["name"] in latents:
             prior = prior + term
@@ -144,9 +158,12 @@ def pyro_particle_plate(sites: Iterable[dict], n: int
                 fn(*a, **kw)
         return wrapped
 
-    def reduce(lp: Any, plate_dim: int) -> Any:
+    def reduce(lp: Any, plate_dim: int | None) -> Any:
         while lp.dim() < -dim:
             lp = lp.unsqueeze(0)
+        if plate_dim is None:  # no data plate: everything but the particles, (n, 1)
+            lp = torch.movedim(lp, dim, 0)
+            return lp.expand(n, *lp.shape[1:]).reshape(n, -1).sum(1, keepdim=True)
         lp = torch.movedim(torch.movedim(lp, plate_dim, -1), dim, 0)
         return lp.expand(n, *lp.shape[1:]).reshape(n, -1, lp.shape[-1]).sum(1)
 
@@ -154,9 +171,17 @@ def pyro_particle_plate(sites: Iterable[dict], n: int
 
 
 def numpyro_log_joint(model: Callable[..., None], site: str, *args: Any,
-                      plate: str = "data", **kwargs: Any) -> Callable[[Any], Any]:
-    """``z (M, K) -> (M,)`` per-datapoint log p(x_i, z_i) with the latent ``site`` set to z."""
+                      plate: str = "data", params: dict[str, Any] | None = None,
+                      **kwargs: Any) -> Callable[[Any], Any]:
+    """``z (M, K) -> (M,)`` per-datapoint log p(x_i, z_i) with the latent ``site`` set to z.
+
+    ``params``: values of the model's param sites (constrained, e.g. ``fit(...).params``);
+    None: the values the model creates itself. numpy arguments are converted.
+    """
     from numpyro import handlers
+
+    model = with_params(model, params, backend="numpyro")
+    args, kwargs = to_backend(args, "numpyro"), to_backend(kwargs, "numpyro")
 
     def log_joint(z: Any) -> Any:
         m = handlers.substitute(handlers.seed(model, 0), data={site: z})

@@ -2,7 +2,10 @@
 
 :func:`nuts` returns an :class:`arviz.InferenceData` with the groups ``posterior``,
 ``sample_stats`` (``diverging``, ``tree_depth``, ``step_size``, ``energy``, ...),
-``log_likelihood`` (pointwise, for LOO) and ``observed_data``. Chains run sequentially on
+``log_likelihood`` (pointwise, for LOO) and ``observed_data`` of the observed sites only, and
+``posterior_predictive``, ``prior`` and ``prior_predictive``
+(:mod:`varbayes.inference.workflow.predictive`), with the same dimension names in both
+backends. Chains run sequentially on
 CPU and in parallel when at least ``num_chains`` devices are visible (NumPyro). Models with
 discrete latent sites are refused: NUTS needs continuous latents; use the Gibbs route
 (:mod:`varbayes.inference.ising.gibbs`, or NumPyro's ``DiscreteHMCGibbs``) for those.
@@ -11,12 +14,26 @@ discrete latent sites are refused: NUTS needs continuous latents; use the Gibbs 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from varbayes.inference.backends import check_backend
+from varbayes.inference.ppl import (
+    Site,
+    check_model,
+    check_params,
+    isolated,
+    latent,
+    to_backend,
+    with_params,
+)
+from varbayes.inference.workflow.predictive import (
+    IMPLEMENTATIONS,
+    pointwise_groups,
+    to_inferencedata,
+)
 from varbayes.models.errors import VarbayesError, check
 
 Backend = str  # "numpyro" | "pyro"
@@ -35,14 +52,19 @@ def nuts(
     init: Mapping[str, Any] | None = None,
     jit_compile: bool = True,
     progress_bar: bool = True,
+    params: Mapping[str, Any] | None = None,
+    predictive: bool = True,
+    prior_samples: int | None = None,
+    coords: Mapping[str, Any] | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
     **kwargs: Any,
 ):
     """Sample the posterior of ``model(*args, **kwargs)`` with NUTS.
 
     Parameters
     ----------
-    model : a NumPyro or Pyro model (matching ``backend``); its observed sites give the
-        ``log_likelihood`` and ``observed_data`` groups.
+    model : a NumPyro or Pyro model (matching ``backend``; a model of the other backend is
+        refused); numpy arrays in ``args`` / ``kwargs`` are converted.
     backend : ``"numpyro"`` (default) or ``"pyro"``.
     num_chains, num_warmup, num_samples : chains, adaptation steps and kept draws per chain.
     seed : the random seed; chain ``c`` of the Pyro backend uses ``seed + c``.
@@ -52,10 +74,20 @@ def nuts(
         means), in the constrained space.
     jit_compile : Pyro only: compile the potential energy with the PyTorch JIT.
     progress_bar : show a progress bar.
+    params : values of the model's param sites (constrained, e.g. ``fit(...).params``);
+        None: the values the model creates itself.
+    predictive : also draw the ``posterior_predictive`` (one y per draw), ``prior`` and
+        ``prior_predictive`` groups (``prior_samples`` draws, default ``num_samples``).
+    coords, dims : passed to arviz; ``dims`` entries replace the inferred dimension names
+        (a plate's name where a plate stands, else ``<site>_dim_<i>``, in both backends).
 
     Returns
     -------
-    arviz.InferenceData with chains along ``chain`` and draws along ``draw``.
+    arviz.InferenceData with chains along ``chain`` and draws along ``draw``: ``posterior``,
+    ``sample_stats`` (``diverging``, ``tree_depth``, ``step_size``, ``energy``, ``lp``),
+    ``log_likelihood`` and ``observed_data`` of the observed sites only, and the predictive
+    groups. ``attrs["chain_method"]`` says whether the chains ran ``parallel`` or
+    ``sequential``.
     """
     check_backend(backend)
     check(int(num_samples) >= 1, f"num_samples must be >= 1, got {num_samples}")
@@ -64,23 +96,38 @@ def nuts(
     check(0.0 < target_accept_prob < 1.0,
           f"target_accept_prob must be in (0, 1), got {target_accept_prob}")
     check(int(max_tree_depth) >= 1, f"max_tree_depth must be >= 1, got {max_tree_depth}")
+    check(prior_samples is None or int(prior_samples) >= 0,
+          f"prior_samples must be >= 0, got {prior_samples}")
     run = _nuts_numpyro if backend == "numpyro" else _nuts_pyro
-    return run(model, args, kwargs, num_chains=int(num_chains), num_warmup=int(num_warmup),
-               num_samples=int(num_samples), seed=int(seed),
-               target_accept_prob=float(target_accept_prob),
-               max_tree_depth=int(max_tree_depth), init=init, jit_compile=jit_compile,
-               progress_bar=progress_bar)
+    impl = IMPLEMENTATIONS[backend]
+    args, kwargs = to_backend(tuple(args), backend), to_backend(dict(kwargs), backend)
+    with isolated(backend):
+        sites = check_model(model, args, kwargs, backend=backend)
+        check_params(params, sites)
+        model = with_params(model, params, backend=backend)
+        _refuse_discrete(sites)
+        posterior, stats, method = run(
+            model, args, kwargs, num_chains=int(num_chains), num_warmup=int(num_warmup),
+            num_samples=int(num_samples), seed=int(seed),
+            target_accept_prob=float(target_accept_prob),
+            max_tree_depth=int(max_tree_depth), init=init, jit_compile=jit_compile,
+            progress_bar=progress_bar)
+        groups = pointwise_groups(model, sites, posterior, args, kwargs, impl=impl,
+                                  seed=int(seed), predictive=predictive,
+                                  prior_samples=int(num_samples if prior_samples is None
+                                                    else prior_samples))
+    idata = to_inferencedata(sites, posterior, sample_stats=stats, **groups, coords=coords,
+                             dims=dims)
+    idata.attrs["chain_method"] = method
+    return idata
 
 
-def discrete_latent_sites(sites: Any) -> list[str]:
-    """Names of the latent (unobserved) sample sites with discrete support among a trace's
-    sites (NumPyro's trace values or Pyro's ``trace.nodes.values()``)."""
-    return [s["name"] for s in sites
-            if s["type"] == "sample" and not s.get("is_observed", False)
-            and getattr(getattr(s["fn"], "support", None), "is_discrete", False)]
+def discrete_latent_sites(sites: Sequence[Site]) -> list[str]:
+    """Names of the latent sample sites with discrete support among ``sites``."""
+    return [s.name for s in latent(sites) if s.discrete]
 
 
-def _refuse_discrete(sites: Any) -> None:
+def _refuse_discrete(sites: Sequence[Site]) -> None:
     names = discrete_latent_sites(sites)
     if names:
         raise VarbayesError(
@@ -89,24 +136,30 @@ def _refuse_discrete(sites: Any) -> None:
             "varbayes.inference.ising.gibbs)")
 
 
+#: NumPyro's extra fields -> arviz's sample_stats names (as ``az.from_numpyro`` has them).
+_NUMPYRO_STATS = {"diverging": "diverging", "num_steps": "n_steps", "energy": "energy",
+                  "adapt_state.step_size": "step_size", "accept_prob": "acceptance_rate",
+                  "potential_energy": "lp"}
+
+
 def _nuts_numpyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, seed,
                   target_accept_prob, max_tree_depth, init, jit_compile, progress_bar):
-    import arviz as az
     import jax
-    from numpyro import handlers
     from numpyro.infer import MCMC, NUTS, init_to_uniform, init_to_value
 
-    _refuse_discrete(handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs).values())
     strategy = init_to_value(values=dict(init)) if init else init_to_uniform
     kernel = NUTS(model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                   init_strategy=strategy)
     method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=method, progress_bar=progress_bar)
-    mcmc.run(jax.random.key(seed), *args,
-             extra_fields=("diverging", "num_steps", "energy", "adapt_state.step_size",
-                           "accept_prob", "potential_energy"), **kwargs)
-    return az.from_numpyro(mcmc)
+    mcmc.run(jax.random.key(seed), *args, extra_fields=tuple(_NUMPYRO_STATS), **kwargs)
+    posterior = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    fields = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {_NUMPYRO_STATS[k]: np.asarray(v) for k, v in fields.items()}
+    stats["lp"] = -stats["lp"]
+    stats["tree_depth"] = np.log2(stats["n_steps"]).astype(int) + 1
+    return posterior, stats, method
 
 
 def _recording_pyro_nuts():
@@ -131,13 +184,11 @@ def _recording_pyro_nuts():
 
 def _nuts_pyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, seed,
                target_accept_prob, max_tree_depth, init, jit_compile, progress_bar):
-    import arviz as az
     import pyro
     import torch
     from pyro.infer import MCMC
     from pyro.infer.autoguide.initialization import init_to_uniform, init_to_value
 
-    _refuse_discrete(pyro.poutine.trace(model).get_trace(*args, **kwargs).nodes.values())
     dtype = torch.get_default_dtype()
     strategy = (init_to_value(values={k: torch.as_tensor(np.asarray(v), dtype=dtype)
                                       for k, v in init.items()}) if init else init_to_uniform)
@@ -169,36 +220,4 @@ def _nuts_pyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, seed
         stats.append({**{k: np.asarray(v) for k, v in rec.items()}, "diverging": div})
     posterior = {k: np.concatenate([c[k] for c in chains]) for k in chains[0]}
     sample_stats = {k: np.stack([s[k] for s in stats]) for k in stats[0]}
-    loglik, observed = _pyro_log_likelihood(model, posterior, args, kwargs)
-    return az.from_dict(posterior=posterior, sample_stats=sample_stats,
-                        log_likelihood=loglik or None, observed_data=observed or None)
-
-
-def _pyro_log_likelihood(model, posterior: dict[str, np.ndarray], args, kwargs
-                         ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Pointwise log-likelihood of each observed site, (chain, draw, *batch), and the data.
-
-    Replays the model conditioned on every draw. This avoids Pyro's vectorized trace,
-    which cannot broadcast vector-valued latents under a plate.
-    """
-    import pyro
-    import torch
-
-    n_chain, n_draw = next(iter(posterior.values())).shape[:2]
-    values = {k: torch.as_tensor(v, dtype=torch.get_default_dtype())
-              for k, v in posterior.items()}
-    out: dict[str, list] = {}
-    observed: dict[str, np.ndarray] = {}
-    with torch.no_grad():
-        for c in range(n_chain):
-            for d in range(n_draw):
-                draw = {k: v[c, d] for k, v in values.items()}
-                tr = pyro.poutine.trace(pyro.condition(model, data=draw)).get_trace(
-                    *args, **kwargs)
-                for name, site in tr.nodes.items():
-                    if site["type"] == "sample" and site["is_observed"]:
-                        lp = site["fn"].log_prob(site["value"])
-                        out.setdefault(name, []).append(lp.detach().cpu().numpy())
-                        observed[name] = site["value"].detach().cpu().numpy()
-    loglik = {k: np.stack(v).reshape(n_chain, n_draw, *v[0].shape) for k, v in out.items()}
-    return loglik, observed
+    return posterior, sample_stats, "sequential"

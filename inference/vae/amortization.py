@@ -276,9 +276,13 @@ def kl_p_q(log_joint_draws: np.ndarray, z: np.ndarray, q: Gaussians, log_px: np.
     ``log_joint_draws`` (S, M) holds log p(x, z_s) at those draws;
     KL = mean_s[log p(x, z_s) − log q(z_s)] − log p(x).
     """
+    return (log_joint_draws - log_density(z, q)).mean(0) - log_px
+
+
+def log_density(z: np.ndarray, q: Gaussians) -> np.ndarray:
+    """log q(z_i) of diagonal Gaussians per datapoint, (..., M), for z (..., M, K); nats."""
     u = (z - q.loc) / q.scale
-    log_q = (-0.5 * u * u - np.log(q.scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
-    return (log_joint_draws - log_q).mean(0) - log_px
+    return (-0.5 * u * u - np.log(q.scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
 def latent_draws(idata: Any) -> np.ndarray:

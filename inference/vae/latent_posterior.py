@@ -20,7 +20,13 @@ from varbayes.inference.io import save_inferencedata
 from varbayes.inference.mcmc.nuts import nuts
 from varbayes.inference.vae import amortization as am
 from varbayes.inference.vae.run import Run, heldout_arrays, model_arrays, numpyro_twin
-from varbayes.inference.workflow.diagnostics import from_draws, gate, plot_diagnostics
+from varbayes.inference.workflow.diagnostics import (
+    QCheck,
+    from_draws,
+    gate,
+    plot_diagnostics,
+    q_khat,
+)
 
 
 class LatentAnalysis(NamedTuple):
@@ -32,6 +38,8 @@ class LatentAnalysis(NamedTuple):
     """Draws of the encoder's q_φ(z|x) as InferenceData (same shape, same log-likelihood)."""
     gaps: am.GapReport
     """Evidence, ELBOs and the amortization gap per image."""
+    q_checks: dict[str, QCheck]
+    """The PSIS k̂ of q_φ (``SVI q_φ``) and of q* (``q*``) per image (Yao et al. 2018)."""
     grid: am.Grid | None
     """The exact posterior on a grid (latent size ≤ 2), else None."""
     metrics: dict[str, Any]
@@ -90,6 +98,14 @@ def analyse_latent(run: Run, n_data: int, *, chains: int, warmup: int, samples: 
     zq = guide_draws(rep.amortized.loc, rep.amortized.scale, chains, samples, seed + 7)
     svi = from_draws({"z": zq}, log_likelihood={"x": pointwise_loglik(run, x, c, zq)},
                      observed_data={"x": x})
+    # is q good enough? the PSIS k̂ of p(x, z)/q(z|x) per image, from the same draws
+    q_checks = {}
+    for name, q, draws in (("SVI q_φ", rep.amortized, zq),
+                           ("q*", rep.optimal, guide_draws(rep.optimal.loc, rep.optimal.scale,
+                                                           chains, samples, seed + 8))):
+        flat = draws.reshape(-1, *draws.shape[2:])
+        ljq = np.asarray(jax.vmap(lj)(flat.astype(np.float32)), np.float64)
+        q_checks[name] = q_khat(ljq - am.log_density(flat, q))
     g = gate(idata)
     nuts_mean = z.mean(0)
     nuts_sd = z.std(0)
@@ -110,11 +126,15 @@ def analyse_latent(run: Run, n_data: int, *, chains: int, warmup: int, samples: 
         "mean_sd_ratio_amortized": float((rep.amortized.scale / nuts_sd).mean()),
         "mean_abs_diff_mean_optimal": float(np.abs(rep.optimal.loc - nuts_mean).mean()),
         "mean_sd_ratio_optimal": float((rep.optimal.scale / nuts_sd).mean()),
+        "khat_q_amortized_max": float(q_checks["SVI q_φ"].khat.max()),
+        "khat_q_amortized_mean": float(q_checks["SVI q_φ"].khat.mean()),
+        "khat_q_optimal_max": float(q_checks["q*"].khat.max()),
+        "khat_good_k": q_checks["SVI q_φ"].good_k,
     }
     if grid is not None:
         metrics["nuts_max_abs_err_mean_vs_grid"] = float(np.abs(nuts_mean - grid.mean).max())
         metrics["nuts_max_rel_err_sd_vs_grid"] = float(np.abs(nuts_sd / grid.sd - 1).max())
-    return LatentAnalysis(idata, svi, rep, grid, metrics)
+    return LatentAnalysis(idata, svi, rep, q_checks, grid, metrics)
 
 
 def pair_coords(idata: Any) -> dict[str, list[int]]:

@@ -40,6 +40,7 @@ import numpy as np
 
 from varbayes.inference.backends import check_backend
 from varbayes.inference.io import progress
+from varbayes.inference.ppl import accepts, check_model, latent, observed, to_backend
 from varbayes.inference.vi.checkpoint import (
     check_compatible,
     flatten_state,
@@ -91,7 +92,9 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns."""
 
     params: dict[str, Any]
-    """Backend-native params: the Pyro param store as tensors, or NumPyro's param dict."""
+    """Param name -> value in its *constrained* space (a positive scale as itself), as the
+    backend's arrays (torch tensors or JAX arrays): what ``poutine.substitute`` /
+    ``handlers.substitute`` and the ``params=`` of the other algorithms take."""
     history: dict[str, list[float]]
     """Per epoch: ``objective`` (the running training objective per datapoint, nats),
     ``<name>_elbo`` for every evaluation set (nats per datapoint, the global terms counted
@@ -131,6 +134,59 @@ def _n_rows(arrays: Sequence[Any], what: str) -> int:
     return sizes.pop()
 
 
+def _as_arrays(data: Any, what: str) -> tuple[Any, ...]:
+    """One array (numpy, torch or JAX) as a one-element tuple; a sequence as a tuple."""
+    if hasattr(data, "shape"):
+        check(len(data.shape) >= 1, f"{what} must have a datapoint axis, got a scalar")
+        return (data,)
+    check(isinstance(data, Sequence) and not isinstance(data, str),
+          f"{what} must be an array or a tuple of per-datapoint arrays, got "
+          f"{type(data).__name__}")
+    for i, a in enumerate(data):
+        check(a is None or len(getattr(a, "shape", ())) >= 1,
+              f"{what}[{i}] must be an array with a datapoint axis (N, ...), got "
+              f"{type(a).__name__}: pass the arrays as a tuple, e.g. (x, y), or one array")
+    return tuple(data)
+
+
+def bind_n_data(fn: Callable[..., None], n: int | None) -> Callable[..., None]:
+    """``fn`` with ``n_data=n`` bound when it takes that keyword, else ``fn`` itself."""
+    return functools.partial(fn, n_data=n) if accepts(fn, "n_data") else fn
+
+
+def check_pair(model: Callable[..., None], guide: Callable[..., None], data: Sequence[Any],
+               N: int, options: SVIOptions) -> None:
+    """Refuse, in one line, a pair of the other backend and a minibatch the model does not
+    scale to the full data (each observed site's log density must be scaled by N/M)."""
+    M = min(options.batch_size, N)
+    batch = to_backend(_take(data, slice(0, M)), options.backend)
+    for fn, what in ((model, "model"), (guide, "guide")):
+        if M < N and not accepts(fn, "n_data"):
+            if what == "model":
+                raise VarbayesError(
+                    f"model {getattr(fn, '__name__', '')!r} takes no n_data keyword, so fit "
+                    f"cannot scale a minibatch of {M} to the {N} datapoints: add n_data=None "
+                    "to its signature and use plate('data', n_data or M, subsample_size=M), "
+                    f"or set batch_size >= {N} (full batch)")
+    msites = check_model(bind_n_data(model, N), batch, backend=options.backend)
+    gsites = check_model(bind_n_data(guide, N), batch, backend=options.backend, what="guide",
+                         latents=latent(msites))
+    if M == N:
+        return
+    want = N / M
+    for s in observed(msites):
+        check(abs(s.scale - want) <= 1e-6 * want,
+              f"observed site {s.name!r} has its log density scaled by {s.scale:g}, not by "
+              f"N/M = {N}/{M}: put it in plate('data', n_data or M, subsample_size=M) with "
+              "the n_data that fit passes, or set batch_size to the data size")
+    scales = {s.name: s.scale for s in latent(msites)}
+    for s in latent(gsites):
+        if s.name in scales:
+            check(abs(s.scale - scales[s.name]) <= 1e-6 * max(1.0, s.scale),
+                  f"guide site {s.name!r} is scaled by {s.scale:g} but the model's by "
+                  f"{scales[s.name]:g}: give the guide the model's data plate with n_data")
+
+
 def _take(arrays: Sequence[Any], idx: np.ndarray | slice) -> Batch:
     return tuple(None if a is None else a[idx] for a in arrays)
 
@@ -156,8 +212,13 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
 
     Parameters
     ----------
-    model, guide : Pyro or NumPyro callables ``(*batch, n_data=N)`` for ``options.backend``.
-    data : per-datapoint numpy arrays (N, ...) (None entries pass through as None).
+    model, guide : Pyro or NumPyro callables ``(*batch, n_data=N)`` for ``options.backend``
+        (a pair of the other backend is refused). ``n_data`` is passed only to a function
+        that takes it; a model that minibatches (``batch_size`` < N) must take it and scale
+        its observed sites by N/M through ``plate("data", n_data or M, subsample_size=M)``,
+        which is checked on the first batch.
+    data : one per-datapoint array (N, ...) or a tuple of them (None entries pass through
+        as None); numpy, torch or JAX, converted to the backend's arrays per batch.
     options : :class:`SVIOptions`.
     eval_sets : name → arrays like ``data``; after every epoch the per-datapoint ELBO
         (nats, same estimator as training, plates unscaled, global sites counted once per
@@ -180,11 +241,13 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     check_options(options)
     check(eval_global in ("once", "drop"), f"eval_global must be 'once' or 'drop', got "
                                            f"{eval_global!r}")
-    eval_sets = dict(eval_sets or {})
+    data = _as_arrays(data, "data")
+    eval_sets = {k: _as_arrays(v, f"eval_sets[{k!r}]") for k, v in (eval_sets or {}).items()}
     meta = json.loads(json.dumps(dict(meta or {})))
     N = _n_rows(data, "training")
     for name, arrays in eval_sets.items():
         _n_rows(arrays, f"evaluation set {name!r}")
+    check_pair(model, guide, data, N, options)
     header: dict[str, Any] | None = None
     saved: dict[str, np.ndarray] | None = None
     if resume:
@@ -372,7 +435,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
     from pyro import poutine
 
     def tensors(batch: Batch) -> Batch:
-        return tuple(None if a is None else torch.as_tensor(a) for a in batch)
+        return to_backend(tuple(batch), "pyro")
 
     pyro.clear_param_store()
     elbo = pyro_elbo(options)
@@ -387,10 +450,10 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                   "the compiled Pyro ELBO needs tensor inputs, got None in the middle of the "
                   "batch: pass jit=False (--no-jit)")
         return tuple(args)
-    train_model = functools.partial(model, n_data=N)
-    train_guide = functools.partial(guide, n_data=N)
-    eval_model = poutine.block(functools.partial(model, n_data=None), hide=list(eval_hide))
-    eval_guide = functools.partial(guide, n_data=None)
+    train_model = bind_n_data(model, N)
+    train_guide = bind_n_data(guide, N)
+    eval_model = poutine.block(bind_n_data(model, None), hide=list(eval_hide))
+    eval_guide = bind_n_data(guide, None)
 
     with pyro.validation_enabled(False):
         first = tensors(_take(data, slice(0, min(options.batch_size, N))))
@@ -461,10 +524,16 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                       for n, p in zip(names, params, strict=True)}
             skeleton = flatten_state(optimizer.state_dict(), "optim", arrays)
             if export is not None:
-                current = {n: p.detach() for n, p in zip(names, params, strict=True)}
-                arrays.update({f"export/{k}": np.asarray(v) for k, v in export(current).items()})
+                arrays.update({f"export/{k}": np.asarray(v)
+                               for k, v in export(constrained()).items()})
             save_checkpoint(checkpoint, arrays, make_header(options, meta, epoch, history,
                                                        param_names=names, optim=skeleton))
+
+        def constrained() -> dict[str, Any]:
+            # the param store's values in their constrained space (a positive scale as
+            # itself, not its log), as NumPyro's get_params returns them
+            with torch.no_grad():
+                return {n: store[n].detach().clone() for n in names}
 
         def finite(losses: list[float]) -> int | None:
             bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
@@ -472,8 +541,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
 
         done = _run_epochs(options, N, data, transform, start, history, step, begin_epoch,
                            evaluate, save, checkpoint, finite)
-    out = {n: p.detach().clone() for n, p in zip(names, params, strict=True)}
-    return FitResult(out, history, done, start,
+    return FitResult(constrained(), history, done, start,
                      int(sum(p.numel() for p in params)))
 
 
@@ -500,15 +568,15 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     import jax.numpy as jnp
     from numpyro import handlers
 
-    train_model = functools.partial(model, n_data=N)
-    train_guide = functools.partial(guide, n_data=N)
-    eval_model = handlers.block(functools.partial(model, n_data=None), hide=list(eval_hide))
-    eval_guide = functools.partial(guide, n_data=None)
+    train_model = bind_n_data(model, N)
+    train_guide = bind_n_data(guide, N)
+    eval_model = handlers.block(bind_n_data(model, None), hide=list(eval_hide))
+    eval_guide = bind_n_data(guide, None)
     svi = numpyro_svi(train_model, train_guide, options)
     elbo = svi.loss
 
     def jarr(batch: Batch) -> Batch:
-        return tuple(None if a is None else jnp.asarray(a) for a in batch)
+        return to_backend(tuple(batch), "numpyro")
 
     first = jarr(_take(data, slice(0, min(options.batch_size, N))))
     state = svi.init(jax.random.PRNGKey(_epoch_seed(options.seed, 0, 3)), *first)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from varbayes.inference.io import atomic_write_bytes
-from varbayes.inference.workflow.diagnostics import Gate, compare, gate, loo
+from varbayes.inference.workflow.diagnostics import Gate, QCheck, compare, gate, loo
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -71,21 +71,26 @@ def model_comparison(models: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
 
     import arviz as az
 
-    rows, metrics, notes = [], {}, []
+    rows, metrics, notes, reports = [], {}, [], []
     for name, idata in models.items():
         r = loo(idata)
+        reports.append(r)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             w = az.waic(idata)
         rows.append([name, r.elpd_loo, r.se, r.p_loo, float(w.elpd_waic), r.max_k, r.n_high_k])
         metrics.update({f"loo_{name}": r.elpd_loo, f"loo_se_{name}": r.se,
                         f"waic_{name}": float(w.elpd_waic), f"loo_high_k_{name}": r.n_high_k,
-                        f"loo_max_k_{name}": r.max_k})
+                        f"loo_max_k_{name}": r.max_k, f"loo_good_k_{name}": r.good_k})
         if r.warning:
             notes.append(f"* **{name}**: {r.warning}.")
+    thresholds = sorted({round(r.good_k, 2) for r in reports})
     text = [markdown_table(rows, ["model", "elpd_loo", "se", "p_loo", "elpd_waic", "max k̂",
-                                  "n(k̂ > 0.7)"])]
-    text += notes or ["* every Pareto k̂ ≤ 0.7: the PSIS-LOO estimates are reliable."]
+                                  "n(k̂ > good_k)"])]
+    text += ["", "good_k = min(1 − 1/log10(S), 0.7) for S draws (arviz's threshold): "
+             + ", ".join(f"{t:.2f}" for t in thresholds) + ".", ""]
+    text += notes or ["* every Pareto k̂ ≤ good_k and arviz raised no warning: the PSIS-LOO "
+                      "estimates are reliable."]
     if len(models) >= 2:
         for ic in ("loo", "waic"):
             t = compare(models, ic=ic)
@@ -96,6 +101,18 @@ def model_comparison(models: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
                      markdown_table(rows, ["model", "rank", col, "elpd_diff", "se", "dse",
                                            "weight"])]
     return "\n".join(text), metrics
+
+
+def q_check_table(checks: Mapping[str, QCheck], labels: Sequence[Any] | None = None) -> str:
+    """The PSIS k̂ of each q (Yao et al. 2018): one row per datapoint (``labels``) or one
+    row for global latents, then each q's verdict."""
+    first = next(iter(checks.values()))
+    labels = list(labels) if labels is not None else list(range(first.khat.size))
+    rows = [[lab, *[float(c.khat[i]) for c in checks.values()]] for i, lab in enumerate(labels)]
+    text = [markdown_table(rows, ["datapoint", *[f"k̂ of {n}" for n in checks]], digits=2), ""]
+    text += [f"* **{n}** ({c.n_draws} draws, good_k = {c.good_k:.2f}): {c.verdict}."
+             for n, c in checks.items()]
+    return "\n".join(text)
 
 
 def gates(fits: Mapping[str, Any]) -> dict[str, Gate]:

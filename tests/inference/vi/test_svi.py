@@ -252,7 +252,7 @@ def test_pyro_params_created_late_are_refused():
 
     def guide(x, n_data=None):
         calls["n"] += 1
-        if calls["n"] > 3:  # two registration traces and the first step
+        if calls["n"] > 3:  # the pair check, two registration traces; then the first step
             pyro.param("late", torch.tensor(1.0))
 
     x = np.zeros(8, np.float32)

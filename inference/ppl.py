@@ -1,0 +1,305 @@
+"""The two PPLs' effect handlers behind one interface: what a user's model is, read off a trace.
+
+Every generic algorithm that takes a user's model (``fit``, ``nuts``, the evidence
+estimators, the guide draws of :mod:`.workflow.predictive`) goes through these functions, so
+the same call means the same thing in both backends:
+
+- :func:`to_backend`: numpy arrays in ``args`` / ``kwargs`` become torch tensors (Pyro) or
+  JAX arrays (NumPyro), floats in the backend's default float type;
+- :func:`trace`: one run of a model or guide as a list of :class:`Site` (name, type, value as
+  numpy, observed or not, plates, scale), the same fields in both backends;
+- :func:`check_model`: a model that makes no sample statement in ``backend`` but does in the
+  other one is refused with one line naming ``backend=`` (a Pyro model run with the default
+  ``backend="numpyro"`` used to return an empty result);
+- :func:`with_params`: a model or guide with its ``param`` sites set to given *constrained*
+  values (``fit(...).params``), the same in both backends; :func:`isolated` runs Pyro code in
+  a fresh param store, so that without ``params=`` both backends use the values the model
+  creates itself and Pyro's global store is neither read nor changed;
+- :func:`uncondition`: observed sites sampled afresh (prior and posterior predictive);
+- :func:`site_dims`: arviz dimension names, the plate's name where a plate stands.
+
+This module and :mod:`.backends` are where the backends' differences live; the generic
+algorithms pick an implementation once, at their entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from varbayes.inference.backends import BACKENDS, check_backend
+from varbayes.models.errors import VarbayesError, check
+
+
+class Site(NamedTuple):
+    """One site of a trace, the same in both backends."""
+
+    name: str
+    type: str
+    """``sample``, ``param``, ``deterministic`` ..."""
+    value: Any
+    """The backend's array (torch tensor or JAX array)."""
+    observed: bool
+    """An observed sample site (``obs=`` given), factors excluded."""
+    factor: bool
+    """A ``factor`` (an observed ``Unit`` site): a term on the log density, not data."""
+    fn: Any
+    """The distribution (sample sites) or None."""
+    plates: tuple[tuple[str, int], ...]
+    """(name, dim) of every plate the site sits in; dim counts from the right (-1, -2...)."""
+    scale: float
+    """The site's log-density scale (N/M in a subsampled plate), 1.0 if none."""
+    discrete: bool
+    """A sample site with discrete support."""
+
+
+# --------------------------------------------------------------------------- arrays
+
+def to_backend(tree: Any, backend: str) -> Any:
+    """``tree`` with every numpy array or scalar, and every array of the other backend, as
+    this backend's array.
+
+    Floating arrays take the backend's default float type (float32 unless changed), integer
+    and boolean arrays keep their kind; tuples, lists and dicts are walked, anything else
+    (Python numbers, None, modules, NamedTuples of networks) passes unchanged.
+    """
+    check_backend(backend)
+    if isinstance(tree, np.ndarray | np.generic):
+        return _convert(np.asarray(tree), backend)
+    if _foreign(tree, backend):
+        return _convert(to_numpy(tree), backend)
+    if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
+        return tuple(to_backend(a, backend) for a in tree)
+    if isinstance(tree, list):
+        return [to_backend(a, backend) for a in tree]
+    if isinstance(tree, dict):
+        return {k: to_backend(v, backend) for k, v in tree.items()}
+    return tree
+
+
+def _foreign(a: Any, backend: str) -> bool:
+    """True for a torch tensor given to NumPyro or a JAX array given to Pyro."""
+    module = type(a).__module__.split(".")[0]
+    return module in (("jax", "jaxlib") if backend == "pyro" else ("torch",))
+
+
+def _convert(a: np.ndarray, backend: str) -> Any:
+    if backend == "pyro":
+        import torch
+
+        if not a.flags.writeable:  # torch wants memory it may write to
+            a = a.copy()
+        if a.dtype.kind == "f":
+            return torch.as_tensor(a, dtype=torch.get_default_dtype())
+        return torch.as_tensor(a)
+    import jax.numpy as jnp
+
+    return jnp.asarray(a)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor, JAX array or number as a numpy array (detached, on the CPU)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+# --------------------------------------------------------------------------- traces
+
+def trace(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None
+          = None, *, backend: str, seed: int = 0) -> list[Site]:
+    """Run ``fn(*args, **kwargs)`` once under the backend's trace handler (NumPyro: seeded
+    with ``seed``; Pyro: with the global torch generator) and return its sites in order."""
+    kwargs = dict(kwargs or {})
+    if check_backend(backend) == "pyro":
+        import pyro
+
+        tr = pyro.poutine.trace(fn).get_trace(*args, **kwargs)
+        return [_site(s) for s in tr.nodes.values() if s["type"] not in ("args", "return")]
+    from numpyro import handlers
+
+    tr = handlers.trace(handlers.seed(fn, seed)).get_trace(*args, **kwargs)
+    return [_site(s) for s in tr.values()]
+
+
+def _site(s: dict) -> Site:
+    fn = s.get("fn")
+    is_sample = s["type"] == "sample"
+    support = getattr(fn, "support", None) if is_sample else None
+    factor = bool(is_sample and s.get("is_observed") and type(fn).__name__ == "Unit")
+    scale = s.get("scale")
+    return Site(name=s["name"], type=s["type"], value=s.get("value"),
+                observed=bool(is_sample and s.get("is_observed") and not factor),
+                factor=factor, fn=fn,
+                plates=tuple((f.name, int(f.dim)) for f in s.get("cond_indep_stack") or ()
+                             if f.dim is not None),
+                scale=1.0 if scale is None else float(to_numpy(scale)),
+                discrete=bool(getattr(support, "is_discrete", False)))
+
+
+def latent(sites: Sequence[Site]) -> list[Site]:
+    """The latent (unobserved, non-subsample) sample sites."""
+    return [s for s in sites if s.type == "sample" and not s.observed and not s.factor
+            and getattr(s.fn, "support", None) is not None]
+
+
+def observed(sites: Sequence[Site]) -> list[Site]:
+    """The observed sample sites (data), factors excluded."""
+    return [s for s in sites if s.observed]
+
+
+def params_of(sites: Sequence[Site]) -> list[str]:
+    """Names of the param sites."""
+    return [s.name for s in sites if s.type == "param"]
+
+
+def _other(backend: str) -> str:
+    return next(b for b in BACKENDS if b != backend)
+
+
+def _n_sample_sites(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+                    backend: str) -> int:
+    """Sample sites recorded by one run of ``fn`` in ``backend``; -1 if it raised."""
+    try:
+        with isolated(backend):
+            sites = trace(fn, to_backend(tuple(args), backend),
+                          to_backend(dict(kwargs), backend), backend=backend)
+    except Exception:
+        return -1
+    return sum(s.type == "sample" for s in sites)
+
+
+def check_model(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any]
+                | None = None, *, backend: str, what: str = "model",
+                latents: Sequence[Site] | None = None) -> list[Site]:
+    """Trace ``fn`` in ``backend`` and return its sites; refuse, in one line, a function of
+    the other backend (it records no sample site here, or fails here, but records some
+    there) and a model with no sample site at all. For a guide (``what="guide"``) pass the
+    model's ``latents``: a guide of a model without latents may record nothing."""
+    kwargs = dict(kwargs or {})
+    error: Exception | None = None
+    sites: list[Site] = []
+    try:
+        with isolated(backend):
+            sites = trace(fn, args, kwargs, backend=backend)
+    except VarbayesError:
+        raise
+    except Exception as e:
+        error = e
+    if error is None and (any(s.type == "sample" for s in sites)
+                          or (what == "guide" and not latents)):
+        return sites
+    other = _other(backend)
+    if _n_sample_sites(fn, args, kwargs, other) > 0:
+        name = getattr(fn, "__name__", what)
+        raise VarbayesError(
+            f"{what} {name!r} is a {_label(other)} model (it makes {other}.sample "
+            f"statements), but backend={backend!r}: pass backend={other!r}")
+    if error is not None:
+        raise error
+    raise VarbayesError(f"{what} {getattr(fn, '__name__', what)!r} makes no {backend}.sample "
+                        "statement: nothing to infer")
+
+
+def _label(backend: str) -> str:
+    return {"pyro": "Pyro", "numpyro": "NumPyro"}[backend]
+
+
+# --------------------------------------------------------------------------- handlers
+
+@contextlib.contextmanager
+def isolated(backend: str) -> Iterator[None]:
+    """Pyro: run the block in a fresh, empty param store and restore the global one after
+    (so ``pyro.param(name, init)`` returns ``init``, as in NumPyro). NumPyro: nothing."""
+    if check_backend(backend) != "pyro":
+        yield
+        return
+    import pyro
+
+    with pyro.get_param_store().scope():
+        yield
+
+
+def with_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, *, backend: str
+                ) -> Callable[..., Any]:
+    """``fn`` with its param sites set to ``params`` (name -> constrained value, e.g.
+    ``fit(...).params``); None returns ``fn``. numpy values are converted."""
+    if not params:
+        return fn
+    values = to_backend(dict(params), backend)
+    if check_backend(backend) == "pyro":
+        import pyro
+
+        return pyro.poutine.substitute(fn, data=values)
+    from numpyro import handlers
+
+    return handlers.substitute(fn, data=values)
+
+
+def check_params(params: Mapping[str, Any] | None, *site_lists: Sequence[Site]) -> None:
+    """Refuse ``params`` names that are no param site of the model or the guide."""
+    if not params:
+        return
+    known = {n for sites in site_lists for n in params_of(sites)}
+    unknown = sorted(set(params) - known)
+    check(not unknown, f"params= names {unknown}, which are not param sites of the model or "
+                       f"guide (those are {sorted(known)}): pass fit(...).params of this pair")
+
+
+def uncondition(fn: Callable[..., Any], *, backend: str) -> Callable[..., Any]:
+    """``fn`` with every observed sample site (factors excepted) drawn from its
+    distribution instead of fixed to the data: the prior or posterior predictive."""
+    if check_backend(backend) == "pyro":
+        import pyro
+
+        return pyro.poutine.uncondition(fn)
+    from numpyro.primitives import Messenger
+
+    class Uncondition(Messenger):
+        def process_message(self, msg: dict) -> None:
+            if (msg["type"] == "sample" and msg.get("is_observed")
+                    and type(msg["fn"]).__name__ != "Unit"):
+                msg["is_observed"] = False
+                msg["value"] = None
+
+    return Uncondition(fn)
+
+
+# --------------------------------------------------------------------------- signatures
+
+def accepts(fn: Callable[..., Any], keyword: str) -> bool:
+    """True when ``fn`` takes the keyword argument ``keyword`` (or ``**kwargs``)."""
+    try:
+        ps = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins, some C callables: assume yes
+        return True
+    return any(p.kind is p.VAR_KEYWORD or (p.name == keyword and p.kind in (
+        p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) for p in ps)
+
+
+# --------------------------------------------------------------------------- arviz dims
+
+def site_dims(site: Site) -> list[str]:
+    """arviz dimension names of ``site``'s value (without chain and draw): a plate's name for
+    a batch dimension where the plate stands, else ``<site>_dim_<i>``."""
+    shape = tuple(np.shape(to_numpy(site.value)))
+    event = len(getattr(site.fn, "event_shape", ()) or ())
+    batch = len(shape) - event
+    by_dim = dict((d, n) for n, d in site.plates)
+    return [by_dim.get(i - batch, f"{site.name}_dim_{i}") if i < batch
+            else f"{site.name}_dim_{i}" for i in range(len(shape))]
+
+
+def dims_of(sites: Sequence[Site], user: Mapping[str, Sequence[str]] | None = None
+            ) -> dict[str, list[str]]:
+    """Site name -> arviz dims for every sample site with at least one dimension; ``user``
+    entries (the ``dims=`` a user passes) replace the inferred ones."""
+    out = {s.name: site_dims(s) for s in sites
+           if s.type in ("sample", "deterministic") and not s.factor}
+    out = {k: v for k, v in out.items() if v}
+    out.update({k: list(v) for k, v in (user or {}).items()})
+    return out
