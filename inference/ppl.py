@@ -224,10 +224,13 @@ def isolated(backend: str) -> Iterator[None]:
         yield
 
 
-def with_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, *, backend: str
-                ) -> Callable[..., Any]:
+def with_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, *, backend: str,
+                sites: Sequence[Site] | None = None) -> Callable[..., Any]:
     """``fn`` with its param sites set to ``params`` (name -> constrained value, e.g.
-    ``fit(...).params``); None returns ``fn``. numpy values are converted."""
+    ``fit(...).params``); None returns ``fn``. numpy values are converted. With ``sites``
+    (a trace of ``fn``) only the names of its own param sites are substituted."""
+    if sites is not None and params:
+        params = {k: v for k, v in params.items() if k in set(params_of(sites))}
     if not params:
         return fn
     values = to_backend(dict(params), backend)

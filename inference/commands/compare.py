@@ -145,7 +145,7 @@ def _compare(args: argparse.Namespace) -> int:
           f"divergences); amortization gap {m['amortization_gap']:.4f} nats\n"
           f"  k̂ of q_φ: {main.q_checks['SVI q_φ'].verdict}\n"
           + "".join(f"  elpd_loo {k[4:]}: {v:.2f} nats\n" for k, v in mc.items()
-                    if k.startswith("loo_") and not k.startswith(("loo_se", "loo_high",
+                    if k.startswith("loo_") and not k.startswith(("loo_se", "loo_high", "loo_good",
                                                                   "loo_max")))
           + f"-> {path}")
     return 0

@@ -62,12 +62,17 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         β = 1 to 0 and ``log_px`` is a stochastic upper bound.
     progress : wraps the list of batches, e.g. in a progress bar.
 
-    Bad options or a model outside the contract raise a one-line ``VarbayesError``.
-
     Returns
     -------
-    :class:`AISResult` with ``log_px`` (N,), its standard error over chains, the per-chain
-    log weights (C, N) and the mean acceptance per transition.
+    AISResult
+        ``log_px`` (N,), its standard error over chains, the per-chain log weights (C, N)
+        and the mean acceptance per transition.
+
+    Raises
+    ------
+    VarbayesError
+        One line, for bad options, a pair of the other backend or a model outside the
+        contract.
     """
     check_backend(backend)
     if backend == "pyro":
@@ -82,6 +87,6 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         gsites = check_model(guide, *batches[0], backend=backend, what="guide",
                              latents=latent(msites))
         check_params(params, msites, gsites)
-        return run(with_params(model, params, backend=backend),
-                   with_params(guide, params, backend=backend), batches, options, seed=seed,
-                   plate=plate, posterior=posterior, progress=progress)
+        return run(with_params(model, params, backend=backend, sites=msites),
+                   with_params(guide, params, backend=backend, sites=gsites), batches, options,
+                   seed=seed, plate=plate, posterior=posterior, progress=progress)

@@ -125,12 +125,18 @@ def pyro_log_weights(model: Callable[..., None], guide: Callable[..., None], k: 
         return (site_terms(mtr.nodes.values(), plate, reduce)
                 - site_terms(gtr.nodes.values(), plate, reduce, latent_only=True))
 
+    def single(lp: Any, plate_dim: int | None) -> Any:
+        """One unvectorized draw: a site's log density as (1, M)."""
+        if plate_dim is None:
+            return lp.sum().reshape(1, 1)
+        lp = torch.movedim(lp, plate_dim, -1)
+        return lp.reshape(-1, lp.shape[-1]).sum(0, keepdim=True)
+
     with torch.no_grad():
         try:
             log_w = one(*pyro_particle_plate(tr0.nodes.values(), k))
         except (RuntimeError, ValueError, IndexError):  # shapes that do not broadcast
-            single = pyro_particle_plate(tr0.nodes.values(), 1)
-            log_w = torch.cat([one(*single) for _ in range(k)])
+            log_w = torch.cat([one(lambda fn: fn, single) for _ in range(k)])
     return log_w.detach().cpu().numpy()
 
 
@@ -175,8 +181,8 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
         gsites = check_model(guide, *batches[0], backend=backend, what="guide",
                              latents=latent(msites))
         check_params(params, msites, gsites)
-        model = with_params(model, params, backend=backend)
-        guide = with_params(guide, params, backend=backend)
+        model = with_params(model, params, backend=backend, sites=msites)
+        guide = with_params(guide, params, backend=backend, sites=gsites)
         draw = (_numpyro_draws if backend == "numpyro" else _pyro_draws)(model, guide, plate,
                                                                            seed)
         return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)

@@ -104,7 +104,7 @@ def nuts(
     with isolated(backend):
         sites = check_model(model, args, kwargs, backend=backend)
         check_params(params, sites)
-        model = with_params(model, params, backend=backend)
+        model = with_params(model, params, backend=backend, sites=sites)
         _refuse_discrete(sites)
         posterior, stats, method = run(
             model, args, kwargs, num_chains=int(num_chains), num_warmup=int(num_warmup),

@@ -291,8 +291,8 @@ def guide_draws(model: Callable[..., Any], guide: Callable[..., Any], *args: Any
         gsites = check_model(guide, args, kwargs, backend=backend, what="guide",
                              latents=latent(msites))
         check_params(params, msites, gsites)
-        model, guide = (with_params(model, params, backend=backend),
-                        with_params(guide, params, backend=backend))
+        model, guide = (with_params(model, params, backend=backend, sites=msites),
+                        with_params(guide, params, backend=backend, sites=gsites))
         names = [s.name for s in latent(msites)]
         missing = sorted(set(names) - {s.name for s in gsites if s.type == "sample"})
         check(not missing, f"the guide has no sample site for the model's latent(s) "

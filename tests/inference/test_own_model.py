@@ -224,8 +224,8 @@ def test_ais_and_is_take_params_for_a_local_latent_model(backend):
     params = {"a": 0.5, "s": math.sqrt(0.5)}
     r = importance_sampling(model, guide, [((y,), {})], 50, backend=backend, params=params)
     np.testing.assert_allclose(r.log_px, exact, atol=1e-4)
-    a = ais(model, guide, [((y,), {})], AISOptions(n_steps=20, chains=8, init="guide"), backend=backend,
-            params=params)
+    a = ais(model, guide, [((y,), {})], AISOptions(n_steps=20, chains=8, init="guide"),
+            backend=backend, params=params)
     np.testing.assert_allclose(a.log_px, exact, atol=0.05)
     with pytest.raises(VarbayesError, match=r"params= names \['b'\].*not param sites"):
         importance_sampling(model, guide, [((y,), {})], 5, backend=backend, params={"b": 1.0})
@@ -251,7 +251,7 @@ def test_natural_calls_work_or_fail_in_one_line(backend):
 
     # a model without n_data trains full-batch, and is refused for minibatches
     assert fit(no_n_data, guide_no_n_data, Y, options=quick._replace(batch_size=30)).epochs == 2
-    with pytest.raises(VarbayesError, match="takes no n_data keyword.*batch_size >= 30"):
+    with pytest.raises(VarbayesError, match=r"takes no n_data keyword.*batch_size >= 30"):
         fit(no_n_data, guide_no_n_data, Y, options=quick)
 
     def ignores_n_data(y, n_data=None):
