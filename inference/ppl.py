@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -203,6 +203,30 @@ def check_model(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mappin
         raise error
     raise VarbayesError(f"{what} {getattr(fn, '__name__', what)!r} makes no {backend}.sample "
                         "statement: nothing to infer")
+
+
+def checked_pair(model: Callable[..., Any], guide: Callable[..., Any], args: Sequence[Any],
+                 kwargs: Mapping[str, Any], *, backend: str,
+                 params: Mapping[str, Any] | None = None
+                 ) -> tuple[Callable[..., Any], Callable[..., Any], list[Site]]:
+    """Check a model+guide pair on one call (:func:`check_model`, :func:`check_params`) and
+    return it with ``params`` substituted, and the model's sites. Run it, and what uses the
+    pair, inside :func:`isolated`."""
+    msites = check_model(model, args, kwargs, backend=backend)
+    gsites = check_model(guide, args, kwargs, backend=backend, what="guide",
+                         latents=latent(msites))
+    check_params(params, msites, gsites)
+    return (with_params(model, params, backend=backend, sites=msites),
+            with_params(guide, params, backend=backend, sites=gsites), msites)
+
+
+def to_batches(batches: Iterable[tuple[Sequence[Any], Mapping[str, Any]]], backend: str,
+               what: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """``(args, kwargs)`` batches with their arrays converted by :func:`to_backend`; at
+    least one is required (``what`` names the caller in the error)."""
+    out = [(to_backend(tuple(a), backend), to_backend(dict(kw), backend)) for a, kw in batches]
+    check(bool(out), f"{what} got no batches of data")
+    return out
 
 
 def _label(backend: str) -> str:

@@ -24,15 +24,7 @@ from varbayes.inference.evidence.annealing import (
     check_options,
     schedule,
 )
-from varbayes.inference.ppl import (
-    check_model,
-    check_params,
-    isolated,
-    latent,
-    to_backend,
-    with_params,
-)
-from varbayes.models.errors import check
+from varbayes.inference.ppl import checked_pair, isolated, to_batches
 
 __all__ = ["DEFAULTS", "INITS", "SCHEDULES", "AISOptions", "AISResult", "ais", "check_options",
            "schedule"]
@@ -79,14 +71,9 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         from varbayes.inference.evidence.ais_pyro import pyro_ais as run
     else:
         from varbayes.inference.evidence.ais_jax import numpyro_ais as run
-    batches = [(to_backend(tuple(a), backend), to_backend(dict(kw), backend))
-               for a, kw in batches]
-    check(bool(batches), "ais got no batches of data")
+    batches = to_batches(batches, backend, "ais")
     with isolated(backend):
-        msites = check_model(model, *batches[0], backend=backend)
-        gsites = check_model(guide, *batches[0], backend=backend, what="guide",
-                             latents=latent(msites))
-        check_params(params, msites, gsites)
-        return run(with_params(model, params, backend=backend, sites=msites),
-                   with_params(guide, params, backend=backend, sites=gsites), batches, options,
-                   seed=seed, plate=plate, posterior=posterior, progress=progress)
+        model, guide, _ = checked_pair(model, guide, *batches[0], backend=backend,
+                                       params=params)
+        return run(model, guide, batches, options, seed=seed, plate=plate,
+                   posterior=posterior, progress=progress)

@@ -33,14 +33,7 @@ from scipy.special import logsumexp
 from varbayes.inference.backends import check_backend
 from varbayes.inference.evidence.batches import Batch
 from varbayes.inference.evidence.sites import numpyro_reduce, pyro_particle_plate, site_terms
-from varbayes.inference.ppl import (
-    check_model,
-    check_params,
-    isolated,
-    latent,
-    to_backend,
-    with_params,
-)
+from varbayes.inference.ppl import checked_pair, isolated, to_batches
 from varbayes.models.errors import check
 
 # ------------------------------------------------------------ estimators on log weights
@@ -173,16 +166,10 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
     k = int(k)
     chunk = max(1, min(int(chunk), k))
     t0 = time.perf_counter()
-    batches = [(to_backend(tuple(a), backend), to_backend(dict(kw), backend))
-               for a, kw in batches]
-    check(bool(batches), "importance_sampling got no batches of data")
+    batches = to_batches(batches, backend, "importance_sampling")
     with isolated(backend):
-        msites = check_model(model, *batches[0], backend=backend)
-        gsites = check_model(guide, *batches[0], backend=backend, what="guide",
-                             latents=latent(msites))
-        check_params(params, msites, gsites)
-        model = with_params(model, params, backend=backend, sites=msites)
-        guide = with_params(guide, params, backend=backend, sites=gsites)
+        model, guide, _ = checked_pair(model, guide, *batches[0], backend=backend,
+                                       params=params)
         draw = (_numpyro_draws if backend == "numpyro" else _pyro_draws)(model, guide, plate,
                                                                            seed)
         return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)

@@ -29,16 +29,15 @@ import numpy as np
 from varbayes.inference.backends import check_backend
 from varbayes.inference.ppl import (
     Site,
-    check_model,
-    check_params,
+    checked_pair,
     dims_of,
     isolated,
     latent,
     observed,
     to_backend,
     to_numpy,
+    trace,
     uncondition,
-    with_params,
 )
 from varbayes.models.errors import check
 
@@ -287,13 +286,10 @@ def guide_draws(model: Callable[..., Any], guide: Callable[..., Any], *args: Any
     check(int(num_samples) >= 1, f"num_samples must be >= 1, got {num_samples}")
     args, kwargs = to_backend(tuple(args), backend), to_backend(dict(kwargs), backend)
     with isolated(backend):
-        msites = check_model(model, args, kwargs, backend=backend)
-        gsites = check_model(guide, args, kwargs, backend=backend, what="guide",
-                             latents=latent(msites))
-        check_params(params, msites, gsites)
-        model, guide = (with_params(model, params, backend=backend, sites=msites),
-                        with_params(guide, params, backend=backend, sites=gsites))
+        model, guide, msites = checked_pair(model, guide, args, kwargs, backend=backend,
+                                            params=params)
         names = [s.name for s in latent(msites)]
+        gsites = trace(guide, args, kwargs, backend=backend)
         missing = sorted(set(names) - {s.name for s in gsites if s.type == "sample"})
         check(not missing, f"the guide has no sample site for the model's latent(s) "
                            f"{missing}: a guide must draw every latent site of the model")

@@ -308,3 +308,27 @@ def test_khat_of_q_tells_a_good_guide_from_a_bad_one(backend):
     with pytest.raises(VarbayesError, match="use q_khat"):
         from varbayes import gate
         gate(good)
+
+
+def test_quadrature_takes_params_through_the_log_joint():
+    """params= reaches quadrature's integrand: a model with a learned noise scale."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    from varbayes import numpyro_log_joint, quadrature
+
+    def model(y):
+        noise = numpyro.param("noise", 1.0, constraint=constraints.positive)
+        with numpyro.plate("data", len(y)):
+            z = numpyro.sample("z", dist.Normal(jnp.zeros((len(y), 1)), 1.0).to_event(1))
+            numpyro.sample("y", dist.Normal(z[:, 0], noise), obs=y)
+
+    y = RNG.normal(0, 2, size=5)
+    for noise in (1.0, 2.0):  # None -> the init value 1.0; params= -> 2.0
+        params = None if noise == 1.0 else {"noise": noise}
+        r = quadrature(numpyro_log_joint(model, "z", y, params=params), 1, len(y))
+        var = 1 + noise**2
+        np.testing.assert_allclose(r.log_px, -0.5 * (y**2 / var + np.log(2 * np.pi * var)),
+                                   atol=1e-4)
