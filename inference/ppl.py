@@ -279,19 +279,36 @@ def check_params(params: Mapping[str, Any] | None, *site_lists: Sequence[Site]) 
 
 def uncondition(fn: Callable[..., Any], *, backend: str) -> Callable[..., Any]:
     """``fn`` with every observed sample site (factors excepted) drawn from its
-    distribution instead of fixed to the data: the prior or posterior predictive."""
-    if check_backend(backend) == "pyro":
-        import pyro
+    distribution instead of fixed to the data: the prior or posterior predictive. The draw
+    has the data's shape even where only broadcasting against the data gave the site its
+    batch shape (``sample("y", Normal(mu, s), obs=y)`` outside a plate)."""
 
-        return pyro.poutine.uncondition(fn)
+    def batch_shape(msg: dict) -> tuple[int, ...]:
+        shape = tuple(msg["value"].shape)
+        return shape[:len(shape) - len(msg["fn"].event_shape)]
+
+    def release(msg: dict) -> None:
+        if (msg["type"] == "sample" and msg.get("is_observed")
+                and type(msg["fn"]).__name__ != "Unit"):
+            shape = batch_shape(msg)
+            if tuple(msg["fn"].batch_shape) != shape:
+                msg["fn"] = msg["fn"].expand(shape)
+            msg["is_observed"] = False
+            msg["value"] = None
+
+    if check_backend(backend) == "pyro":
+        from pyro.poutine.messenger import Messenger as PyroMessenger
+
+        class PyroUncondition(PyroMessenger):
+            def _pyro_sample(self, msg: dict) -> None:
+                release(msg)
+
+        return PyroUncondition()(fn)
     from numpyro.primitives import Messenger
 
     class Uncondition(Messenger):
         def process_message(self, msg: dict) -> None:
-            if (msg["type"] == "sample" and msg.get("is_observed")
-                    and type(msg["fn"]).__name__ != "Unit"):
-                msg["is_observed"] = False
-                msg["value"] = None
+            release(msg)
 
     return Uncondition(fn)
 

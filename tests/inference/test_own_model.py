@@ -332,3 +332,20 @@ def test_quadrature_takes_params_through_the_log_joint():
         var = 1 + noise**2
         np.testing.assert_allclose(r.log_px, -0.5 * (y**2 / var + np.log(2 * np.pi * var)),
                                    atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predictive_draws_have_the_datas_shape_without_a_plate(backend):
+    """y ~ N(mu, σ) with obs=y outside any plate takes its shape from the data only: the
+    predictive draws must still be one y per datapoint, in both backends."""
+    p, dist, _, _ = ppl(backend)
+
+    def model(y):
+        mu = p.sample("mu", dist.Normal(0.0, S0))
+        p.sample("y", dist.Normal(mu, SIGMA), obs=y)
+
+    idata = nuts(model, Y, backend=backend, num_chains=1, num_warmup=30, num_samples=20,
+                 progress_bar=False, prior_samples=15)
+    assert idata.posterior_predictive["y"].shape == (1, 20, len(Y))
+    assert idata.prior_predictive["y"].shape == (1, 15, len(Y))
+    assert idata.posterior_predictive["y"].dims == ("chain", "draw", "y_dim_0")
