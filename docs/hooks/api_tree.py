@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 
-def on_config(config: Any) -> Any:
-    root = Path(config.config_file_path).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lay_tree(root: Path = ROOT) -> Path:
+    """Lay ``build/api-src/varbayes/`` under ``root`` and return it."""
     tree = root / "build" / "api-src" / "varbayes"
     tree.mkdir(parents=True, exist_ok=True)
     init = tree / "__init__.py"
@@ -29,4 +32,15 @@ def on_config(config: Any) -> Any:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(target)
+    return tree
+
+
+def on_startup(command: str, dirty: bool) -> None:
+    """Runs before any plugin reads its configuration (mkdocstrings resolves its paths in
+    its own ``on_config``), so the tree exists when it is looked for."""
+    lay_tree()
+
+
+def on_config(config: Any) -> Any:
+    lay_tree(Path(config.config_file_path).resolve().parent)
     return config
