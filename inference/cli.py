@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from varbayes import __version__
 from varbayes.inference.commands import compare, data, demo, evidence, ising, mcmc, vae
-from varbayes.inference.io import set_quiet
+from varbayes.inference.io import set_quiet, set_verbose
 from varbayes.models.errors import VarbayesError
 
 #: Command modules, in the order their commands appear in ``varbayes --help``.
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
+    set_verbose(getattr(args, "verbose", False))
     try:
         return int(args.func(args) or 0)
     except VarbayesError as e:

@@ -21,18 +21,121 @@ from varbayes.models.errors import VarbayesError
 
 T = TypeVar("T")
 
-#: Set by the CLI's ``--quiet``; progress bars are silent when True.
+#: Set by the CLI: ``--quiet`` silences our progress; ``--verbose`` lets other libraries'
+#: own bars (NumPyro's MCMC) through.
 _QUIET = {"value": False}
+_VERBOSE = {"value": False}
+
+#: Seconds between two plain progress lines when stderr is not a terminal (a log file).
+LOG_EVERY = float(os.environ.get("VARBAYES_LOG_EVERY", "30"))
 
 
 def set_quiet(quiet: bool) -> None:
-    """Silence (or re-enable) every progress bar made by :func:`progress`."""
+    """Silence (or re-enable) every progress display made here."""
     _QUIET["value"] = bool(quiet)
 
 
+def set_verbose(verbose: bool) -> None:
+    """Let other libraries' progress bars through (``--verbose``)."""
+    _VERBOSE["value"] = bool(verbose)
+
+
+def verbose() -> bool:
+    """True when other libraries may show their own progress bars."""
+    return _VERBOSE["value"] and not _QUIET["value"]
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    """One progress display for a whole piece of work: a tqdm bar on a terminal; in a log
+    (stderr not a terminal) a plain line every :data:`LOG_EVERY` seconds and one at the end,
+    ``desc: 120/800 (15%), objective -25.31, elapsed 0:12, ETA 1:08``; nothing when quiet.
+
+    ``note(**fields)`` sets what follows the counts (the bar's postfix), e.g. the epoch and
+    the current ELBO.
+    """
+
+    def __init__(self, total: int | None, desc: str, *, stream: Any = None,
+                 every: float | None = None) -> None:
+        import sys
+        import time
+
+        self.total, self.desc, self.n, self.shown = total, desc, 0, -1
+        self.stream = sys.stderr if stream is None else stream
+        self.every = LOG_EVERY if every is None else every
+        self.fields: dict[str, Any] = {}
+        self.start = self.last = time.monotonic()
+        self.quiet = _QUIET["value"]
+        isatty = getattr(self.stream, "isatty", lambda: False)()
+        self.bar = None
+        if not self.quiet and isatty:
+            self.bar = tqdm(total=total, desc=desc, leave=False, file=self.stream,
+                            dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        """``n`` more units done."""
+        import time
+
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif not self.quiet and time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def note(self, **fields: Any) -> None:
+        """Set the fields shown after the counts (floats with 4 significant digits)."""
+        self.fields.update(fields)
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._fields(), refresh=False)
+
+    def close(self) -> None:
+        """End the display: the bar is cleared; a log gets its last line."""
+        if self.bar is not None:
+            self.bar.close()
+        elif not self.quiet and self.n and self.n != self.shown:
+            self._line()
+
+    def _fields(self) -> str:
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in self.fields.items())
+
+    def _line(self) -> None:
+        import time
+
+        now = time.monotonic()
+        self.last, self.shown = now, self.n
+        elapsed = now - self.start
+        counts = f"{self.n}"
+        eta = ""
+        if self.total:
+            counts += f"/{self.total} ({100 * self.n / self.total:.0f}%)"
+            if self.n:
+                eta = f", ETA {_clock(elapsed / self.n * (self.total - self.n))}"
+        extra = f", {self._fields()}" if self.fields else ""
+        print(f"{self.desc}: {counts}{extra}, elapsed {_clock(elapsed)}{eta}",
+              file=self.stream, flush=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None) -> Iterator[T]:
-    """Wrap ``iterable`` in a tqdm bar on stderr, unless ``--quiet`` was given."""
-    return iter(tqdm(iterable, desc=desc, total=total, disable=_QUIET["value"], leave=False))
+    """Iterate ``iterable`` with a :class:`Progress` display (a bar on a terminal, plain
+    periodic lines in a log, nothing with ``--quiet``)."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    with Progress(total, desc) as bar:
+        for item in iterable:
+            yield item
+            bar.update()
 
 
 def out_dir(path: str | os.PathLike[str]) -> Path:
@@ -47,13 +150,33 @@ def out_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> tuple[int, str]:
+    """``(fd, name)`` of a new temporary file beside ``path``, for an atomic replace.
+
+    ``mkstemp`` creates files 0600; this one gets the mode an ordinary ``open`` would
+    (0666 less the umask: 0644 under the usual 022), so that a colleague in the same group
+    can read a run.
+    """
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
 
-    A reader sees either the old file or the complete new one, never a partial file.
+    A reader sees either the old file or the complete new one, never a partial file. The
+    file's mode honours the umask (0644 under 022).
     """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = temp_file(p)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -95,20 +218,33 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise VarbayesError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
+def save_array(path: str | os.PathLike[str], array: Any) -> Path:
+    """Write one array as ``.npy`` atomically (readable with ``allow_pickle=False``)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG and close it."""
+    """Save a matplotlib figure as PNG (atomically, like every output) and close it."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    p = Path(path)
-    fig.savefig(p, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return p
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def save_inferencedata(idata: Any, path: str | os.PathLike[str]) -> Path:
     """Write InferenceData to netCDF atomically (temporary file, then ``os.replace``)."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    fd, tmp = temp_file(p)
     os.close(fd)
     try:
         idata.to_netcdf(tmp)

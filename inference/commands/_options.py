@@ -8,13 +8,16 @@ from varbayes.models.errors import VarbayesError, check
 
 
 def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool = True) -> None:
-    """Add the options every computing command shares: ``--out``, ``--seed``, ``--quiet``."""
+    """Add the options every computing command shares: ``--out``, ``--seed``, ``--quiet``,
+    ``--verbose``."""
     if out:
         parser.add_argument("--out", required=True, metavar="DIR",
                             help="folder for metrics.json and PNG figures (created if missing)")
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show other libraries' own progress bars (NumPyro's MCMC)")
 
 
 def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> None:

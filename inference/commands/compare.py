@@ -34,7 +34,7 @@ from varbayes.inference.commands._options import (
     check_nuts_options,
     numbers,
 )
-from varbayes.inference.io import out_dir, save_inferencedata, write_metrics
+from varbayes.inference.io import out_dir, save_inferencedata, verbose, write_metrics
 from varbayes.inference.ising.compare import coupling_comparison
 from varbayes.inference.vae.latent_posterior import (
     analyse_latent,
@@ -60,7 +60,7 @@ def _compare(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     t0 = time.perf_counter()
     kw = dict(chains=args.chains, warmup=args.warmup, samples=args.samples, seed=args.seed,
-              progress_bar=not args.quiet)
+              progress_bar=verbose())
     run = load_run(run_dir, args.data_dir)
     main = analyse_latent(run, args.n_data, **kw)
     write_latent_outputs(main, out, prefix="nuts_")

@@ -22,7 +22,7 @@ from varbayes.inference.commands._options import (
     add_run_dir,
     check_nuts_options,
 )
-from varbayes.inference.io import out_dir, save_inferencedata, write_metrics
+from varbayes.inference.io import out_dir, save_inferencedata, verbose, write_metrics
 from varbayes.inference.vae.latent_posterior import analyse_latent, write_latent_outputs
 from varbayes.inference.vae.run import is_bayesian, load_run, read_header
 from varbayes.inference.vae.weights_posterior import (
@@ -52,7 +52,7 @@ def _mcmc(args: argparse.Namespace) -> int:
     out = out_dir(args.out)
     res = analyse_latent(run, args.n_data, chains=args.chains, warmup=args.warmup,
                          samples=args.samples, seed=args.seed,
-                         progress_bar=not args.quiet)
+                         progress_bar=verbose())
     write_latent_outputs(res, out)
     write_metrics(out, res.metrics)
     m = res.metrics
@@ -72,7 +72,7 @@ def _weights(args: argparse.Namespace, run_dir: Path) -> int:
     """``--target weights``: NUTS over a Bayesian run's decoder weights and latents."""
     res = run_weights_posterior(run_dir, args.data_dir, num_chains=args.chains,
                                 num_warmup=args.warmup, num_samples=args.samples,
-                                seed=args.seed, progress_bar=not args.quiet)
+                                seed=args.seed, progress_bar=verbose())
     out = out_dir(args.out)
     save_inferencedata(res.nuts, out / "posterior.nc")
     save_inferencedata(res.svi, out / "svi_posterior.nc")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from varbayes.inference.data import files as df
-from varbayes.inference.io import progress
+from varbayes.inference.io import progress, temp_file
 from varbayes.models.errors import VarbayesError
 
 CHUNK = 1 << 16
@@ -89,7 +88,7 @@ def verify_file(name: str, remote: df.RemoteFile, path: Path) -> None:
 
 def _fetch_verified(name: str, remote: df.RemoteFile, url: str, dest: Path,
                     timeout: float) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    fd, tmp_name = temp_file(dest, suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -311,7 +311,7 @@ def plot_overlay(grid: Grid, draws: np.ndarray, report: GapReport, out: Any,
     for i, ax in enumerate(axs[0]):
         a0, a1 = grid.axes[i, :, 0], grid.axes[i, :, 1]
         dens = np.exp(grid.log_post[i])
-        ax.contour(a0, a1, dens.T, levels=6, cmap="Greys", linewidths=0.8)
+        ax.contour(a0, a1, dens.T, levels=6, colors="0.4", linewidths=0.8)
         ax.plot(draws[:400, i, 0], draws[:400, i, 1], ".", ms=2, color="tab:blue", alpha=0.4)
         for q, col, lab in ((report.amortized, "tab:red", "q_φ (encoder)"),
                             (report.optimal, "tab:green", "q* (per datapoint)")):

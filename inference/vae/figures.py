@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from varbayes.inference.io import save_figure
+from varbayes.inference.io import save_array, save_figure
 from varbayes.inference.vae.run import Run, RunData, arrays_for
 from varbayes.models.bayesian_vae import plots as bplots
 from varbayes.models.bayesian_vae.config import BayesConfig
@@ -78,7 +78,7 @@ def sample_figure(out: Path, mod: ModuleType, vae: Any, data: RunData, n: int, s
                                  f"E[x|z], z ~ p(z): {title}", row_labels=rows,
                                  invert=ink(vae)),
                 out / "samples.png")
-    np.save(out / "samples.npy", images.astype(np.float32))
+    save_array(out / "samples.npy", images.astype(np.float32))
     return ["samples.png"]
 
 
@@ -90,7 +90,7 @@ def latent_figures(out: Path, mod: ModuleType, vae: Any, data: RunData,
     z1, z2 = np.meshgrid(g, g[::-1])  # columns: z₁ rising; rows: z₂ falling
     z = np.stack([z1, z2], -1).reshape(-1, 2)
     save_figure(plots.manifold(mod.decode(vae, z), data.image_shape,
-                               f"decoded manifold: {title}", invert=ink(vae)),
+                               f"decoded manifold E[x|z]: {title}", invert=ink(vae), grid=g),
                 out / "manifold.png")
     mu, _ = mod.encode(vae, data.x_test)
     save_figure(plots.latent_scatter(mu, data.y_test, f"test-set μ(x): {title}"),

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from varbayes.inference.backends import check_backend
-from varbayes.inference.io import progress
+from varbayes.inference.io import Progress
 from varbayes.inference.ppl import accepts, check_model, latent, observed, to_backend
 from varbayes.inference.vi.checkpoint import (
     check_compatible,
@@ -307,37 +307,58 @@ def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Tra
                 begin_epoch: Callable[[int], None], evaluate: Callable[[int], dict[str, float]],
                 save: Callable[[int, dict[str, list[float]]], None],
                 checkpoint: Path | None, finite: Callable[[list[Any]], int | None]) -> int:
-    """Run epochs ``start..options.epochs``; return the number of epochs completed."""
+    """Run epochs ``start..options.epochs``; return the number of epochs completed.
+
+    One progress display for the whole run, counting steps, with the epoch and the last
+    epoch's objective and evaluation ELBOs (nats per datapoint) as its fields.
+    """
     t_start = time.perf_counter()
     done = start
-    for epoch in range(start, options.epochs):
-        rng = _epoch_rng(options.seed, epoch, 0)
-        batches = _batches(N, options.batch_size, rng)
-        begin_epoch(epoch)
-        t0 = time.perf_counter()
-        losses = []
-        for idx in progress(batches, desc=f"epoch {epoch + 1}/{options.epochs}"):
-            batch = _take(data, idx)
-            if transform is not None:
-                batch = transform(batch, rng)
-            losses.append(step(batch))
-        bad = finite(losses)
-        if bad is not None:
-            raise _diverged(epoch, bad, checkpoint, epoch)
-        seconds = time.perf_counter() - t0
-        scores = evaluate(epoch)
-        if not all(math.isfinite(v) for v in scores.values()):
-            raise _diverged(epoch, len(batches) - 1, checkpoint, epoch)
-        history["objective"].append(-float(np.mean([float(v) for v in losses])) / N)
-        for k, v in scores.items():
-            history[f"{k}_elbo"].append(v)
-        history["seconds"].append(seconds)
-        if checkpoint is not None:
-            save(epoch + 1, history)
-        done = epoch + 1
-        if options.time_limit is not None and time.perf_counter() - t_start > options.time_limit:
-            break
+    per_epoch = max(N // min(options.batch_size, N), 1)
+    with Progress(per_epoch * (options.epochs - start), "fit") as bar:
+        for epoch in range(start, options.epochs):
+            bar.note(epoch=f"{epoch + 1}/{options.epochs}")
+            _one_epoch(options, N, data, transform, epoch, history, step, begin_epoch, evaluate,
+                       save, checkpoint, finite, bar)
+            done = epoch + 1
+            if (options.time_limit is not None
+                    and time.perf_counter() - t_start > options.time_limit):
+                break
     return done
+
+
+def _one_epoch(options: SVIOptions, N: int, data: Sequence[Any], transform: Transform | None,
+               epoch: int, history: dict[str, list[float]], step: Callable[[Batch], float],
+               begin_epoch: Callable[[int], None], evaluate: Callable[[int], dict[str, float]],
+               save: Callable[[int, dict[str, list[float]]], None], checkpoint: Path | None,
+               finite: Callable[[list[Any]], int | None], bar: Progress) -> None:
+    """One epoch: steps, the NaN check, evaluation, history, checkpoint."""
+    rng = _epoch_rng(options.seed, epoch, 0)
+    batches = _batches(N, options.batch_size, rng)
+    begin_epoch(epoch)
+    t0 = time.perf_counter()
+    losses = []
+    for idx in batches:
+        batch = _take(data, idx)
+        if transform is not None:
+            batch = transform(batch, rng)
+        losses.append(step(batch))
+        bar.update()
+    bad = finite(losses)
+    if bad is not None:
+        raise _diverged(epoch, bad, checkpoint, epoch)
+    seconds = time.perf_counter() - t0
+    scores = evaluate(epoch)
+    if not all(math.isfinite(v) for v in scores.values()):
+        raise _diverged(epoch, len(batches) - 1, checkpoint, epoch)
+    history["objective"].append(-float(np.mean([float(v) for v in losses])) / N)
+    for k, v in scores.items():
+        history[f"{k}_elbo"].append(v)
+    history["seconds"].append(seconds)
+    bar.note(objective=history["objective"][-1],
+             **{f"{k}_elbo": float(v) for k, v in scores.items()})
+    if checkpoint is not None:
+        save(epoch + 1, history)
 
 
 def _new_history(eval_sets: Mapping[str, Any], header: Mapping[str, Any] | None

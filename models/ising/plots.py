@@ -18,14 +18,25 @@ def _plt():
 
 def panel(clean: np.ndarray | None, observed: np.ndarray, mean: np.ndarray,
           estimate: np.ndarray, title: str = ""):
-    """clean | noisy | posterior mean | MPM estimate | per-pixel std ``√(1 − E[z]²)``."""
+    """clean | noisy | posterior mean | MPM estimate | per-pixel std ``√(1 − E[z]²)``.
+
+    With a clean image, the noisy and the estimate panels give their pixel error: the
+    share of pixels whose sign differs from the clean image's.
+    """
     plt = _plt()
     fig, axes = plt.subplots(1, 5, figsize=(12.5, 2.9))
     std = np.sqrt(np.clip(1.0 - np.asarray(mean) ** 2, 0.0, 1.0))
     lim = float(np.max(np.abs(observed))) or 1.0
-    shown = [(clean, "clean", (-1, 1), "gray"), (observed, "noisy", (-lim, lim), "gray"),
+
+    def error(img: np.ndarray) -> str:
+        if clean is None:
+            return ""
+        return f"\npixel error {100 * np.mean(np.sign(img) != np.sign(clean)):.2f}%"
+
+    shown = [(clean, "clean", (-1, 1), "gray"),
+             (observed, "noisy" + error(observed), (-lim, lim), "gray"),
              (mean, "posterior mean E[z]", (-1, 1), "gray"),
-             (estimate, "MPM estimate", (-1, 1), "gray"),
+             (estimate, "MPM estimate" + error(estimate), (-1, 1), "gray"),
              (std, "uncertainty: std of z", (0, 1), "magma")]
     for ax, (img, name, (lo, hi), cmap) in zip(axes, shown, strict=True):
         if img is None:
@@ -33,7 +44,7 @@ def panel(clean: np.ndarray | None, observed: np.ndarray, mean: np.ndarray,
         else:
             im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
             if name.startswith("uncertainty"):
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="std of z (spin units)")
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     if title:

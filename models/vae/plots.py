@@ -55,46 +55,81 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], ncol: int, title:
 
 
 def elbo_curves(history: Mapping[str, Sequence[float]], title: str) -> Any:
-    """Per-datapoint ELBO (nats) per epoch: the training objective and each evaluated set."""
+    """Per-datapoint ELBO (nats) per epoch: the training objective and each evaluated set.
+
+    The left panel shows every epoch; when the first epochs dwarf the rest, a right panel
+    zooms on the later ones and says from which epoch it starts (nothing is clipped
+    silently). Epoch ticks are whole numbers.
+    """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.arange(1, len(history["objective"]) + 1)
-    ax.plot(epochs, history["objective"], color="0.6", lw=1,
-            label="training objective (running, per datapoint)")
-    for key, values in history.items():
-        if key.endswith("_elbo"):
-            ax.plot(epochs, values, marker="." if len(epochs) < 30 else None,
+    evals = {k: np.asarray(v, float) for k, v in history.items() if k.endswith("_elbo")}
+    first = len(epochs) // 4
+    zoom = False
+    if evals and len(epochs) > 8:
+        late = np.concatenate([v[first:] for v in evals.values()])
+        full = np.concatenate(list(evals.values()))
+        zoom = np.ptp(full) > 4 * max(np.ptp(late), 1e-9)
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(9.5 if zoom else 5.5, 3.5),
+                             squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        lo = first if j == 1 else 0
+        ax.plot(epochs[lo:], history["objective"][lo:], color="0.6", lw=1,
+                label="training objective (running, per datapoint)")
+        for key, values in evals.items():
+            ax.plot(epochs[lo:], values[lo:], marker="." if len(epochs) < 30 else None,
                     label=key.replace("_", " "))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO per datapoint (nats)")
-    ax.set_title(title, fontsize=9)
-    finals = [v[-1] for k, v in history.items() if k.endswith("_elbo") and len(v)]
-    if finals and len(epochs) > 3:  # zoom past the first epochs
-        lo = min(min(v[len(v) // 4:]) for k, v in history.items() if k.endswith("_elbo"))
-        hi = max(max(v) for k, v in history.items() if k.endswith("_elbo"))
-        pad = 0.1 * (hi - lo + 1e-9)
-        ax.set_ylim(lo - pad, hi + pad)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        if j == 1:
+            late = np.concatenate([v[lo:] for v in evals.values()])
+            pad = 0.1 * (np.ptp(late) + 1e-9)
+            ax.set_ylim(late.min() - pad, late.max() + pad)
+            ax.set_title(f"from epoch {lo + 1} (zoomed)", fontsize=9)
+        else:
+            ax.set_title(title if not zoom else f"{title}: all epochs", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("ELBO per datapoint (nats)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     return fig
 
 
 def reconstructions(x: np.ndarray, recon: np.ndarray, image_shape: Sequence[int],
                     title: str, invert: bool = True) -> Any:
-    """Test images (top row of each pair) and their reconstructions E[x|z=μ(x)] (below)."""
+    """Test images (top row of each pair) and their reconstructions E[x|z=μ(x)] (below),
+    each row labelled."""
     n = len(x)
     ncol = min(n, 16)
-    rows = []
+    rows, labels = [], []
     for start in range(0, n, ncol):
         rows += [x[start:start + ncol], recon[start:start + ncol]]
-    return image_grid(np.concatenate(rows), image_shape, ncol, title, invert=invert)
+        labels += ["test x", "E[x | z=μ(x)]"]
+    return image_grid(np.concatenate(rows), image_shape, ncol, title, row_labels=labels,
+                      invert=invert)
 
 
 def manifold(decoded: np.ndarray, image_shape: Sequence[int], title: str,
-             invert: bool = True) -> Any:
-    """The decoded means over a square grid of 2-D latent values (n², D), row-major."""
+             invert: bool = True, grid: np.ndarray | None = None) -> Any:
+    """The decoded means over a square grid of 2-D latent values (n², D), row-major:
+    columns z₁ rising, rows z₂ falling. ``grid`` (n,): the z values along each axis, shown
+    as tick labels so that the figure says which latents it covers."""
     n = math.isqrt(len(decoded))
-    return image_grid(decoded, image_shape, n, title, invert=invert)
+    fig = image_grid(decoded, image_shape, n, title, invert=invert)
+    if grid is not None:
+        ax = fig.axes[0]
+        H, W = image_shape
+        every = max(1, n // 5)
+        idx = list(range(0, n, every))
+        ax.set_xticks([i * (W + 1) + W / 2 for i in idx], [f"{grid[i]:.2f}" for i in idx],
+                      fontsize=7)
+        ax.set_yticks([i * (H + 1) + H / 2 for i in idx],
+                      [f"{grid[::-1][i]:.2f}" for i in idx], fontsize=7)
+        ax.set_xlabel("z₁ (latent units; grid at Φ⁻¹ of evenly spaced quantiles)", fontsize=8)
+        ax.set_ylabel("z₂", fontsize=8)
+    return fig
 
 
 def latent_scatter(mu: np.ndarray, labels: np.ndarray | None, title: str) -> Any:
