@@ -51,8 +51,9 @@ class Site(NamedTuple):
     """The distribution (sample sites) or None."""
     plates: tuple[tuple[str, int], ...]
     """(name, dim) of every plate the site sits in; dim counts from the right (-1, -2...)."""
-    scale: float
-    """The site's log-density scale (N/M in a subsampled plate), 1.0 if none."""
+    scale: float | np.ndarray
+    """The site's log-density scale (N/M in a subsampled plate), 1.0 if none; an array
+    when a ``scale`` handler weighs each element differently."""
     discrete: bool
     """A sample site with discrete support."""
 
@@ -126,8 +127,17 @@ def trace(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str,
     return [_site(s) for s in tr.values()]
 
 
+def _deterministic(s: dict) -> bool:
+    """Pyro records ``pyro.deterministic`` as an observed, masked Delta sample site."""
+    return bool((s.get("infer") or {}).get("_deterministic"))
+
+
 def _site(s: dict) -> Site:
     fn = s.get("fn")
+    if _deterministic(s):
+        return Site(name=s["name"], type="deterministic", value=s.get("value"),
+                    observed=False, factor=False, fn=None, plates=(), scale=1.0,
+                    discrete=False)
     is_sample = s["type"] == "sample"
     support = getattr(fn, "support", None) if is_sample else None
     factor = bool(is_sample and s.get("is_observed") and type(fn).__name__ == "Unit")
@@ -137,8 +147,14 @@ def _site(s: dict) -> Site:
                 factor=factor, fn=fn,
                 plates=tuple((f.name, int(f.dim)) for f in s.get("cond_indep_stack") or ()
                              if f.dim is not None),
-                scale=1.0 if scale is None else float(to_numpy(scale)),
+                scale=1.0 if scale is None else _scale(scale),
                 discrete=bool(getattr(support, "is_discrete", False)))
+
+
+def _scale(scale: Any) -> float | np.ndarray:
+    """A site's scale as a float, or as an array when it differs per element."""
+    a = to_numpy(scale)
+    return float(a) if a.size == 1 else np.asarray(a, np.float64)
 
 
 def latent(sites: Sequence[Site]) -> list[Site]:
@@ -175,7 +191,7 @@ def _n_sample_sites(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping
 
 def check_model(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any]
                 | None = None, *, backend: str, what: str = "model",
-                latents: Sequence[Site] | None = None) -> list[Site]:
+                latents: Sequence[Site] | None = None, seed: int = 0) -> list[Site]:
     """Trace ``fn`` in ``backend`` and return its sites; refuse, in one line, a function of
     the other backend (it records no sample site here, or fails here, but records some
     there) and a model with no sample site at all. For a guide (``what="guide"``) pass the
@@ -185,7 +201,7 @@ def check_model(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mappin
     sites: list[Site] = []
     try:
         with isolated(backend):
-            sites = trace(fn, args, kwargs, backend=backend)
+            sites = trace(fn, args, kwargs, backend=backend, seed=seed)
     except VarbayesError:
         raise
     except Exception as e:
@@ -238,7 +254,11 @@ def _label(backend: str) -> str:
 @contextlib.contextmanager
 def isolated(backend: str) -> Iterator[None]:
     """Pyro: run the block in a fresh, empty param store and restore the global one after
-    (so ``pyro.param(name, init)`` returns ``init``, as in NumPyro). NumPyro: nothing."""
+    (so ``pyro.param(name, init)`` returns ``init``, as in NumPyro). NumPyro: nothing.
+
+    A ``PyroModule`` (Pyro's AutoGuides, ``pyro.nn`` modules) keeps its own parameter
+    tensors and registers their *current* values, where a NumPyro AutoGuide starts from its
+    initial ones: pass ``params=`` to make the two mean the same."""
     if check_backend(backend) != "pyro":
         yield
         return
@@ -257,7 +277,8 @@ def with_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, *, bac
         params = {k: v for k, v in params.items() if k in set(params_of(sites))}
     if not params:
         return fn
-    values = to_backend(dict(params), backend)
+    values = {k: to_backend(np.asarray(v) if isinstance(v, int | float) else v, backend)
+              for k, v in params.items()}
     if check_backend(backend) == "pyro":
         import pyro
 
@@ -289,7 +310,7 @@ def uncondition(fn: Callable[..., Any], *, backend: str) -> Callable[..., Any]:
 
     def release(msg: dict) -> None:
         if (msg["type"] == "sample" and msg.get("is_observed")
-                and type(msg["fn"]).__name__ != "Unit"):
+                and type(msg["fn"]).__name__ != "Unit" and not _deterministic(msg)):
             shape = batch_shape(msg)
             if tuple(msg["fn"].batch_shape) != shape:
                 msg["fn"] = msg["fn"].expand(shape)

@@ -15,7 +15,8 @@ forest), the amortization gap, and model comparison by PSIS-LOO and WAIC:
   coupling J; the pointwise log-likelihood is log p(x_ij | z_ij) of each noisy pixel, so LOO
   asks how well each J predicts a held-out pixel from the rest of the image.
 
-Writes ``report.md`` with its PNGs, ``metrics.json``, ``nuts_posterior.nc`` and
+Writes ``report.md`` with its PNGs, the same report as one self-contained ``report.html``
+(figures embedded, no network), ``metrics.json``, ``nuts_posterior.nc`` and
 ``svi_posterior.nc``.
 """
 
@@ -147,7 +148,7 @@ def _compare(args: argparse.Namespace) -> int:
           + "".join(f"  elpd_loo {k[4:]}: {v:.2f} nats\n" for k, v in mc.items()
                     if k.startswith("loo_") and not k.startswith(("loo_se", "loo_high", "loo_good",
                                                                   "loo_max")))
-          + f"-> {path}")
+          + f"-> {path} and {path.with_suffix('.html')}")
     return 0
 
 

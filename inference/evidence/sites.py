@@ -39,7 +39,14 @@ def numpyro_reduce(lp: Any, plate_dim: int | None) -> Any:
 
 def _outside(kind: str, name: str, plate: str, site: dict) -> VarbayesError:
     """The error for a site outside the data plate, naming the plates it does sit in."""
-    seen = [f.name for f in site["cond_indep_stack"] if f.name != "_particles"]
+    frames = sorted((f for f in site["cond_indep_stack"] if f.name != "_particles"),
+                    key=lambda f: f.dim)  # outermost (leftmost) first, in both backends
+    seen = [f.name for f in frames]
+    if not seen and kind == "latent":  # a global latent: the whole data set is one point
+        return VarbayesError(
+            f"latent site '{name}' is in no plate, so p(x_i) does not factorize over a "
+            f"'{plate}' plate: pass plate=None to treat the whole data set as one datapoint "
+            "(log p(y) of all of it), or make the latent per-datapoint")
     where = f"its plates: {seen}" if seen else "it is in no plate"
     fix = (f"pass plate={seen[0]!r} (the name of the model's data plate)" if seen else
            "put the data in a plate named 'data'")
@@ -56,7 +63,8 @@ def site_terms(sites: Iterable[dict], plate: str | None,
     ``plate`` None every site counts whole (``plate_dim`` None): one value for all data."""
     total = 0.0
     for site in sites:
-        if site["type"] != "sample" or site["name"] == "_particles":
+        if (site["type"] != "sample" or site["name"] == "_particles"
+                or (site.get("infer") or {}).get("_deterministic")):
             continue
         fn, observed = site["fn"], site["is_observed"]
         if latent_only and observed:
@@ -90,7 +98,8 @@ def latent_sites(sites: Iterable[dict], plate: str) -> list[tuple[str, tuple[int
     outside ``plate``, constrained, or without the plate as their leftmost dimension."""
     out = []
     for s in sites:
-        if s["type"] != "sample" or s["is_observed"] or s["name"] == "_particles":
+        if (s["type"] != "sample" or s["is_observed"] or s["name"] == "_particles"
+                or (s.get("infer") or {}).get("_deterministic")):
             continue
         fn = s["fn"]
         support = getattr(fn, "support", None)
@@ -121,7 +130,8 @@ def split_terms(sites: Iterable[dict], plate: str, latents: Sequence[str],
     plate_dim)``; ``factor`` sites outside the plate (terms on parameters) are left out."""
     prior, rest = 0.0, 0.0
     for s in sites:
-        if s["type"] != "sample" or s["name"] == "_particles":
+        if (s["type"] != "sample" or s["name"] == "_particles"
+                or (s.get("infer") or {}).get("_deterministic")):
             continue
         if getattr(s["fn"], "support", None) is None:
             continue

@@ -23,7 +23,6 @@ from varbayes.inference.backends import check_backend
 from varbayes.inference.ppl import (
     Site,
     check_model,
-    check_params,
     isolated,
     latent,
     to_backend,
@@ -74,8 +73,9 @@ def nuts(
         means), in the constrained space.
     jit_compile : Pyro only: compile the potential energy with the PyTorch JIT.
     progress_bar : show a progress bar.
-    params : values of the model's param sites (constrained, e.g. ``fit(...).params``);
-        None: the values the model creates itself.
+    params : values of the model's param sites (constrained, e.g. ``fit(...).params``;
+        names that are not param sites of the model are ignored); None: the values the
+        model creates itself.
     predictive : also draw the ``posterior_predictive`` (one y per draw), ``prior`` and
         ``prior_predictive`` groups (``prior_samples`` draws, default ``num_samples``).
     coords, dims : passed to arviz; ``dims`` entries replace the inferred dimension names
@@ -103,7 +103,8 @@ def nuts(
     args, kwargs = to_backend(tuple(args), backend), to_backend(dict(kwargs), backend)
     with isolated(backend):
         sites = check_model(model, args, kwargs, backend=backend)
-        check_params(params, sites)
+        # names that are no param site of the model (a guide's) are ignored, so that
+        # fit(...).params of a model+guide pair can be passed as it is
         model = with_params(model, params, backend=backend, sites=sites)
         _refuse_discrete(sites)
         posterior, stats, method = run(

@@ -160,31 +160,36 @@ def check_pair(model: Callable[..., None], guide: Callable[..., None], data: Seq
     scale to the full data (each observed site's log density must be scaled by N/M)."""
     M = min(options.batch_size, N)
     batch = to_backend(_take(data, slice(0, M)), options.backend)
-    for fn, what in ((model, "model"), (guide, "guide")):
-        if M < N and not accepts(fn, "n_data"):
-            if what == "model":
-                raise VarbayesError(
-                    f"model {getattr(fn, '__name__', '')!r} takes no n_data keyword, so fit "
-                    f"cannot scale a minibatch of {M} to the {N} datapoints: add n_data=None "
-                    "to its signature and use plate('data', n_data or M, subsample_size=M), "
-                    f"or set batch_size >= {N} (full batch)")
-    msites = check_model(bind_n_data(model, N), batch, backend=options.backend)
+    if M < N and not accepts(model, "n_data"):
+        raise VarbayesError(
+            f"model {getattr(model, '__name__', '')!r} takes no n_data keyword, so fit cannot "
+            f"scale a minibatch of {M} to the {N} datapoints: add n_data=None to its "
+            "signature and use plate('data', n_data or M, subsample_size=M), or set "
+            f"batch_size >= {N} (full batch)")
+    # the seed svi.init will use: a NumPyro AutoGuide sets up its initial values here
+    seed = _epoch_seed(options.seed, 0, 3)
+    msites = check_model(bind_n_data(model, N), batch, backend=options.backend, seed=seed)
     gsites = check_model(bind_n_data(guide, N), batch, backend=options.backend, what="guide",
-                         latents=latent(msites))
+                         latents=latent(msites), seed=seed)
     if M == N:
         return
     want = N / M
     for s in observed(msites):
-        check(abs(s.scale - want) <= 1e-6 * want,
-              f"observed site {s.name!r} has its log density scaled by {s.scale:g}, not by "
-              f"N/M = {N}/{M}: put it in plate('data', n_data or M, subsample_size=M) with "
-              "the n_data that fit passes, or set batch_size to the data size")
+        check(np.allclose(s.scale, want, rtol=1e-6),
+              f"observed site {s.name!r} has its log density scaled by {_show(s.scale)}, not "
+              f"by N/M = {N}/{M}: put it in plate('data', n_data or M, subsample_size=M) "
+              "with the n_data that fit passes, or set batch_size to the data size")
     scales = {s.name: s.scale for s in latent(msites)}
     for s in latent(gsites):
         if s.name in scales:
-            check(abs(s.scale - scales[s.name]) <= 1e-6 * max(1.0, s.scale),
-                  f"guide site {s.name!r} is scaled by {s.scale:g} but the model's by "
-                  f"{scales[s.name]:g}: give the guide the model's data plate with n_data")
+            check(np.allclose(s.scale, scales[s.name], rtol=1e-6),
+                  f"guide site {s.name!r} is scaled by {_show(s.scale)} but the model's by "
+                  f"{_show(scales[s.name])}: give the guide the model's data plate with n_data")
+
+
+def _show(scale: Any) -> str:
+    a = np.asarray(scale)
+    return f"{float(a):g}" if a.size == 1 else f"an array (mean {float(a.mean()):g})"
 
 
 def _take(arrays: Sequence[Any], idx: np.ndarray | slice) -> Batch:

@@ -160,9 +160,9 @@ class QCheck(NamedTuple):
 
 def q_khat(log_weights: Any) -> QCheck:
     """The PSIS k̂ of q from log weights log p(y, θ_s) − log q(θ_s) of S independent draws
-    θ_s ~ q: shape (S,) for one set of latents, or (S, M) for M datapoints' own latents.
-    Also takes the InferenceData of :func:`.predictive.guide_draws`
-    (``sample_stats.log_weight``)."""
+    θ_s ~ q: shape (S,) for one set of latents, or (S, M) for M datapoints' own latents
+    (one k̂ each). Also takes the InferenceData of :func:`.predictive.guide_draws`, whose
+    ``sample_stats.log_weight`` is the joint weight of all latents: one k̂ for the whole q."""
     import arviz as az
 
     if hasattr(log_weights, "groups"):
@@ -251,8 +251,8 @@ def plot_ppc(idata: Any, path: str | os.PathLike[str], num_pp_samples: int = 50)
     """``az.plot_ppc``: the observed data's density against ``num_pp_samples`` posterior
     predictive draws, one panel per observed site, written as a PNG to ``path``.
 
-    Data whose values are all whole numbers (counts, binary pixels) are drawn as
-    histograms, as arviz does for integer data.
+    Data and predictive draws whose values are all whole numbers (counts, binary pixels)
+    are drawn as histograms, as arviz does for integer data.
     """
     import arviz as az
     import matplotlib
@@ -263,8 +263,9 @@ def plot_ppc(idata: Any, path: str | os.PathLike[str], num_pp_samples: int = 50)
     check("posterior_predictive" in idata.groups(),
           "plot_ppc needs a posterior_predictive group: sample with predictive=True")
     data = idata
-    obs = idata.observed_data
-    if all(np.all(np.mod(obs[v].values, 1) == 0) for v in obs.data_vars):
+    obs, pp = idata.observed_data, idata.posterior_predictive
+    if all(np.all(np.mod(obs[v].values, 1) == 0) for v in obs.data_vars) and all(
+            np.all(np.mod(pp[v].values, 1) == 0) for v in pp.data_vars):
         data = idata.copy()
         for group in ("observed_data", "posterior_predictive"):
             ds = getattr(data, group)

@@ -166,7 +166,8 @@ def _pyro_prior(model: Callable[..., Any], num_samples: int, args: tuple, kwargs
             tr = poutine.trace(uncondition(model, backend="pyro")).get_trace(*args, **kwargs)
             for n, s in tr.nodes.items():
                 if (s["type"] == "sample" and type(s["fn"]).__name__ != "Unit"
-                        and getattr(s["fn"], "support", None) is not None):
+                        and getattr(s["fn"], "support", None) is not None
+                        and not (s.get("infer") or {}).get("_deterministic")):
                     out.setdefault(n, []).append(to_numpy(s["value"]))
     return {k: np.stack(v)[None] for k, v in out.items()}
 

@@ -1,14 +1,15 @@
-"""One Markdown report of an SVI-vs-NUTS comparison: tables, gate, gaps, model comparison.
+"""One report of an SVI-vs-NUTS comparison: tables, gate, k̂ of q, gaps, model comparison.
 
 Pure formatting on top of :mod:`.diagnostics`: every function takes InferenceData
 or pandas tables and returns Markdown text; :func:`write_report` writes ``report.md`` next
-to its PNG figures.
+to its PNG figures and a self-contained ``report.html`` (figures embedded, no network).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,22 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _whole(values: Sequence[Any]) -> bool:
+    """True when every finite number of a column is a whole number (counts, ESS)."""
+    nums = [float(v) for v in values if isinstance(v, float | np.floating)
+            and math.isfinite(float(v))]
+    return bool(nums) and all(v == round(v) and abs(v) < 1e15 for v in nums)
+
+
 def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str], digits: int = 3
                    ) -> str:
-    """A GitHub-flavoured Markdown table; floats with ``digits`` decimals."""
+    """A GitHub-flavoured Markdown table; floats with ``digits`` decimals, and a column of
+    whole numbers (such as arviz's ESS) as integers."""
+    whole = [_whole([r[j] for r in rows]) for j in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v, digits) for v in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt(int(v) if w and isinstance(v, float | np.floating)
+                                     and math.isfinite(float(v)) else v, digits)
+                                for v, w in zip(r, whole, strict=True)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -127,11 +139,58 @@ def image(path: str | os.PathLike[str], caption: str) -> str:
 
 def write_report(out: str | os.PathLike[str], title: str, sections: Sequence[tuple[str, str]]
                  ) -> Path:
-    """``report.md`` in ``out``: a title, then (heading, Markdown body) per section."""
+    """``report.md`` and a self-contained ``report.html`` in ``out``: a title, then
+    (heading, Markdown body) per section, then every PNG in ``out`` that no section shows.
 
+    The HTML has its figures embedded as data URIs and its style inline: one file that opens
+    offline and can be mailed. Returns the Markdown path.
+    """
+    folder = Path(out)
     parts = [f"# {title}", ""]
     for heading, body in sections:
         parts += [f"## {heading}", "", body.strip(), ""]
-    path = Path(out) / "report.md"
-    atomic_write_bytes(path, "\n".join(parts).encode())
+    text = "\n".join(parts)
+    shown = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text))
+    rest = sorted(p.name for p in folder.glob("*.png") if p.name not in shown)
+    if rest:
+        text += "\n## All other figures\n\n" + "\n\n".join(image(folder / n, n)
+                                                               for n in rest) + "\n"
+    path = folder / "report.md"
+    atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(folder / "report.html", render_html(text, folder, title).encode())
     return path
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto;
+       padding: 0 1rem; color: #1b1b1b; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.85rem; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0; }
+code { background: #f4f4f4; padding: 0 0.2rem; }
+"""
+
+
+def render_html(markdown_text: str, folder: str | os.PathLike[str], title: str) -> str:
+    """A self-contained HTML page of ``markdown_text``: tables rendered, every image in
+    ``folder`` it refers to embedded as a ``data:`` URI, no script and no network access."""
+    import base64
+    import html
+
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(m: re.Match) -> str:
+        src = html.unescape(m.group(1))
+        p = Path(folder) / src
+        if "/" in src or not p.is_file():
+            return m.group(0)
+        data = base64.b64encode(p.read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
+            f"<body>\n{body}\n</body>\n</html>\n")

@@ -349,3 +349,45 @@ def test_predictive_draws_have_the_datas_shape_without_a_plate(backend):
     assert idata.posterior_predictive["y"].shape == (1, 20, len(Y))
     assert idata.prior_predictive["y"].shape == (1, 15, len(Y))
     assert idata.posterior_predictive["y"].dims == ("chain", "draw", "y_dim_0")
+
+
+def test_review_cases_deterministic_sites_array_scales_and_params():
+    """Pyro's deterministic sites are not data; per-element scales work; nuts takes
+    fit(...).params of a pair; Python numbers in params= work in Pyro."""
+    import pyro
+    import pyro.distributions as pd
+    import torch
+    from numpyro import handlers as nh
+
+    def det_model(y, n_data=None):
+        mu = pyro.sample("mu", pd.Normal(0.0, S0))
+        pyro.deterministic("mu2", 2 * mu)
+        with pyro.plate("data", n_data or len(y), subsample_size=len(y)):
+            pyro.sample("y", pd.Normal(mu, SIGMA), obs=y)
+
+    idata = nuts(det_model, Y, backend="pyro", num_chains=1, num_warmup=30, num_samples=20,
+                 progress_bar=False)
+    assert list(idata.log_likelihood.data_vars) == ["y"]
+    assert list(idata.posterior_predictive.data_vars) == ["y"]
+    assert math.isfinite(loo(idata).elpd_loo)
+    _, guide = conjugate("pyro")
+    assert fit(det_model, guide, Y, options=SVIOptions(backend="pyro", epochs=1,
+                                                       batch_size=10)).epochs == 1
+
+    model, guide = conjugate("numpyro")
+    weights = np.linspace(0.5, 1.5, len(Y))
+    weighted = nh.scale(model, scale=weights)  # a per-datapoint weight: an array scale
+    assert nuts(weighted, Y, num_chains=1, num_warmup=20, num_samples=10,
+                progress_bar=False).posterior["mu"].shape == (1, 10)
+    r = fit(model, guide, Y, options=SVIOptions(epochs=2, batch_size=30))
+    assert nuts(model, Y, num_chains=1, num_warmup=20, num_samples=10, progress_bar=False,
+                params=r.params).posterior["mu"].shape == (1, 10)
+
+    def log_scale_guide(y, n_data=None):
+        log_s = pyro.param("log_s", torch.tensor(0.0))
+        pyro.sample("mu", pd.Normal(POST_MEAN, log_s.exp()))
+
+    pmodel, _ = conjugate("pyro")
+    res = importance_sampling(pmodel, log_scale_guide, [((Y,), {})], 100, backend="pyro",
+                              plate=None, params={"log_s": math.log(EXACT["mu_scale"])})
+    assert abs(res.log_px[0] - exact_log_evidence(Y)) < 1e-3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from varbayes.inference.cli import main
 
@@ -30,6 +31,36 @@ def test_compare_writes_one_report(tmp_path):
     # J=1 predicts a held-out pixel from its neighbours better than independent pixels
     assert m["ising_is_loo_J=1"] > m["ising_is_loo_J=0"]
     assert (out / "nuts_posterior.nc").is_file() and (out / "svi_posterior.nc").is_file()
+    # every figure the command wrote is in the report, not only some of them
+    assert {p.name for p in out.glob("*.png")} <= set(re.findall(r"\]\(([^)]+)\)", text))
+    # az.summary's ESS columns print as integers ("206", not "206.000")
+    rows = [r.split("|")[1:-1] for r in text.splitlines() if r.startswith("| z[")]
+    assert rows and all(re.fullmatch(r" \d+ ", r[3]) for r in rows), rows[:2]
+    _report_html_in_a_browser(out, m, tmp_path)
+
+
+def _report_html_in_a_browser(out, m, tmp_path):
+    """report.html is one self-contained file: it loads in headless Chromium without console
+    errors or network access, every image decodes, and the key numbers are on the page."""
+    import os
+    import shutil
+
+    from tests.browser import check_page
+
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    alone = tmp_path / "mailed"  # the HTML alone, without its PNGs beside it
+    alone.mkdir()
+    shutil.copy(out / "report.html", alone)
+    shot = tmp_path / "report_html.png"
+    seen = check_page(alone / "report.html", tmp_path, screenshot=shot)
+    assert seen["errors"] == [] and seen["bad"] == [], seen
+    assert seen["images"] == len(list(out.glob("*.png")))
+    for key in ("loo_k2", "loo_k1"):
+        assert f"{m[key]:.3f}" in seen["text"], key
+    assert "Is q good enough?" in seen["text"] and "good_k" in seen["text"]
+    if keep := os.environ.get("VARBAYES_KEEP_SCREENSHOT"):
+        shutil.copy(shot, keep)
 
 
 def test_compare_bad_input(tmp_path, capsys):
