@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Use the shared read-only data copies beside the checkout when they exist.
 export VARBAYES_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
+# docs/installation.md records why we stay on Material for MkDocs; no banner at every build
+export NO_MKDOCS_2_WARNING ?= 1
 
 .PHONY: demo test bench docs lint clean
 
@@ -23,6 +25,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	$(BIN)/mkdocs build --strict --site-dir .site
+	@# the site renders offline: no script, stylesheet or font from another host
+	@! grep -rlE '<(script|link)[^>]+(src|href)="(https?:)?//|fonts\.(googleapis|gstatic)' \
+		--include='*.html' .site || (echo "the docs site loads something from the network"; false)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks all --json runs/bench/bench.json

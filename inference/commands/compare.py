@@ -92,17 +92,17 @@ def _compare(args: argparse.Namespace) -> int:
          "p(x_i, z)/q(z|x_i) over the draws of q, per image (Yao, Vehtari, Simpson & Gelman "
          "2018, \"Yes, but did it work?\"). Below 0.5 q is close to p(z|x); up to good_k it "
          "is usable, better refined by importance sampling; above good_k its estimates "
-         "should not be trusted. q* is the best per-image Gaussian: its k̂ is what a "
+         "should not be trusted. q\\* is the best per-image Gaussian: its k̂ is what a "
          "Gaussian family can do, the rest of q_φ's is the amortization's.\n\n"
          + report.q_check_table(main.q_checks)),
         ("Posterior summaries (az.summary)", report.summary_side_by_side(fits)),
         ("Amortization gap", "Nats per image. log p(x) by "
-         f"{g.log_px_method}; ELBO(q*) from the best per-image Gaussian. approximation gap "
-         "= log p(x) − ELBO(q*) = KL(q*‖p); amortization gap = ELBO(q*) − ELBO(q_φ).\n\n"
+         f"{g.log_px_method}; ELBO(q\\*) from the best per-image Gaussian. approximation gap "
+         "= log p(x) − ELBO(q\\*) = KL(q\\*‖p); amortization gap = ELBO(q\\*) − ELBO(q_φ).\n\n"
          + report.markdown_table(gap_rows, ["image", "log p(x)", "ELBO q_φ", "ELBO q*",
                                             "approximation", "amortization", "total"],
                                  digits=4)
-         + f"\n\nKL(p‖q_φ) = {m['kl_p_q_amortized']:.4f}, KL(p‖q*) = "
+         + f"\n\nKL(p‖q_φ) = {m['kl_p_q_amortized']:.4f}, KL(p‖q\\*) = "
            f"{m['kl_p_q_optimal']:.4f} nats per image (from the NUTS draws)."),
         ("Posterior predictive check", "Observed pixels against images drawn from "
          "p(x | z) at NUTS draws of z (az.plot_ppc).\n\n"

@@ -226,48 +226,22 @@ def shapes_image(size: int = 64) -> np.ndarray:
 
 
 def read_grayscale(path: Path) -> np.ndarray:
-    """Read a PNG or PGM (P2/P5) file as a float (H, W) grayscale array."""
+    """Read an image file (PNG, PGM/PPM, JPEG, anything Pillow opens) as a float (H, W)
+    grayscale array in [0, 1]; colour becomes ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B),
+    an alpha channel is dropped."""
+    from PIL import Image, UnidentifiedImageError
+
     if not path.is_file():
         raise VarbayesError(f"cannot read image {path}: no such file")
     try:
-        if path.suffix.lower() == ".pgm" or path.read_bytes()[:2] in (b"P2", b"P5"):
-            return _read_pgm(path)
-        import matplotlib.image as mpimg
-
-        img = np.asarray(mpimg.imread(path, format="png"), dtype=np.float64)
-    except VarbayesError:
-        raise
-    except Exception as e:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale
+                img = np.asarray(im, dtype=np.float64) / 65535.0
+            else:
+                img = np.asarray(im.convert("RGB").convert("F"), dtype=np.float64) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise VarbayesError(f"cannot read image {path}: {e}") from None
-    if img.ndim == 3:  # RGB(A): luminance of the colour channels
-        img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
     if img.ndim != 2 or img.size == 0:
         raise VarbayesError(f"cannot read image {path}: expected a 2-D image, got {img.shape}")
     return img
-
-
-def _read_pgm(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    magic = data[:2]
-    tokens: list[bytes] = []
-    pos = 2
-    while len(tokens) < 3:  # width, height, maxval; skip whitespace and comments
-        while pos < len(data) and data[pos : pos + 1].isspace():
-            pos += 1
-        if data[pos : pos + 1] == b"#":
-            pos = data.index(b"\n", pos) + 1
-            continue
-        start = pos
-        while pos < len(data) and not data[pos : pos + 1].isspace():
-            pos += 1
-        tokens.append(data[start:pos])
-    w, h, maxval = (int(t) for t in tokens)
-    if magic == b"P2":
-        values = np.array(data[pos:].split(), dtype=np.float64)
-    else:
-        dtype = np.uint8 if maxval < 256 else np.dtype(">u2")
-        values = np.frombuffer(data, dtype=dtype, offset=pos + 1).astype(np.float64)
-    if values.size < w * h:
-        raise VarbayesError(f"cannot read image {path}: PGM holds {values.size} pixels, "
-                            f"header says {w}x{h}")
-    return values[: w * h].reshape(h, w) / maxval

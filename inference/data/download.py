@@ -1,26 +1,27 @@
-"""Download a dataset's canonical files, verified before they are moved into place.
+"""Download a dataset's canonical files with pooch, verified before they are moved into place.
 
-Each file streams into a temporary file next to its destination. Only after the byte count
-matches the server's Content-Length and the checksum (published MD5, or the content hash of
-the parsed arrays) matches is it renamed into place with ``os.replace``. Any failure removes
-the temporary file, so an interrupted transfer never leaves a partial file behind.
+pooch (retries, timeouts, its own atomic write) fetches each file into a private temporary
+folder next to the destination, checking the published MD5 where there is one. The file is
+then checked again here (MD5, or the content hash of the parsed arrays, so that a re-packed
+but identical file passes) and only then renamed into place with ``os.replace``. Any failure
+removes the temporary folder, so an interrupted transfer never leaves a partial file behind.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
-import urllib.error
-import urllib.request
+import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from varbayes.inference.data import files as df
-from varbayes.inference.io import progress, temp_file
+from varbayes.inference.io import verbose
 from varbayes.models.errors import VarbayesError
 
-CHUNK = 1 << 16
-
+#: Extra tries pooch makes after a failed transfer of one URL.
+RETRIES = 2
 
 def download(
     name: str,
@@ -88,26 +89,37 @@ def verify_file(name: str, remote: df.RemoteFile, path: Path) -> None:
 
 def _fetch_verified(name: str, remote: df.RemoteFile, url: str, dest: Path,
                     timeout: float) -> None:
-    fd, tmp_name = temp_file(dest, suffix=".part")
-    tmp = Path(tmp_name)
+    import pooch
+
+    base, _, fname = url.rpartition("/")
+    known = f"md5:{remote.md5}" if remote.md5 is not None else None
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
     try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    expected = resp.headers.get("Content-Length")
-                    total = int(expected) if expected else None
-                    got = 0
-                    chunks = iter(lambda: resp.read(CHUNK), b"")
-                    for chunk in progress(chunks, desc=remote.name,
-                                          total=-(-total // CHUNK) if total else None):
-                        out.write(chunk)
-                        got += len(chunk)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-                reason = getattr(e, "reason", e)
-                raise VarbayesError(f"{url}: {reason}") from None
-            if total is not None and got != total:
-                raise VarbayesError(f"{url}: transfer interrupted after {got} of {total} bytes")
-        verify_file(name, remote, tmp)
-        os.replace(tmp, dest)
+        fetcher = pooch.create(path=tmp, base_url=base + "/", registry={fname: known},
+                               retry_if_failed=RETRIES)
+        downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=verbose())
+        try:
+            got = Path(fetcher.fetch(fname, downloader=downloader))
+        except Exception as e:  # requests' errors, pooch's hash ValueError, OSError
+            raise VarbayesError(f"{url}: {_reason(e)}") from None
+        verify_file(name, remote, got)
+        os.replace(got, dest)
+        os.chmod(dest, 0o666 & ~_umask())
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _reason(e: Exception) -> str:
+    """One line for a failed transfer; a cut-off body says how far it got."""
+    text = " ".join(str(e).split())
+    cut = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)", text)
+    if cut:
+        got, more = int(cut.group(1)), int(cut.group(2))
+        return f"transfer interrupted after {got} of {got + more} bytes"
+    return text or type(e).__name__

@@ -148,3 +148,21 @@ def test_original_formats_parse_to_the_same_arrays(shared_data, tmp_path):
     savemat(tmp_path / "frey-face" / "frey_rawface.mat", {"ff": ff})
     d = datasets.load("frey-face", data_dir=tmp_path)
     assert d.x_train.shape == (1765, 560)
+
+
+def test_colour_alpha_and_16_bit_images_read_as_luma_in_0_1(tmp_path):
+    """Pillow reads the image: RGB(A) becomes ITU-R 601 luma, 16-bit grey keeps its range."""
+    from PIL import Image
+
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, 0, :3] = (255, 0, 0)
+    rgba[0, 1, :3] = (0, 255, 0)
+    rgba[0, 2, :3] = (0, 0, 255)
+    rgba[1] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
+    g = datasets.read_grayscale(tmp_path / "c.png")
+    np.testing.assert_allclose(g, [[0.299, 0.587, 0.114], [1, 1, 1]], atol=2e-3)
+    deep = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000)
+    Image.fromarray(deep).save(tmp_path / "d.png")  # mode I;16
+    np.testing.assert_allclose(datasets.read_grayscale(tmp_path / "d.png"), deep / 65535.0)
