@@ -27,7 +27,14 @@ _QUIET = {"value": False}
 _VERBOSE = {"value": False}
 
 #: Seconds between two plain progress lines when stderr is not a terminal (a log file).
-LOG_EVERY = float(os.environ.get("VARBAYES_LOG_EVERY", "30"))
+def _log_every() -> float:
+    try:
+        return max(float(os.environ.get("VARBAYES_LOG_EVERY", "30")), 0.0)
+    except ValueError:
+        return 30.0
+
+
+LOG_EVERY = _log_every()
 
 
 def set_quiet(quiet: bool) -> None:
@@ -38,6 +45,11 @@ def set_quiet(quiet: bool) -> None:
 def set_verbose(verbose: bool) -> None:
     """Let other libraries' progress bars through (``--verbose``)."""
     _VERBOSE["value"] = bool(verbose)
+
+
+def quiet() -> bool:
+    """True when ``--quiet`` was given."""
+    return _QUIET["value"]
 
 
 def verbose() -> bool:
@@ -150,8 +162,15 @@ def out_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
+def umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
     os.umask(mask)
     return mask
 
@@ -165,7 +184,10 @@ def temp_file(path: str | os.PathLike[str], suffix: str = ".tmp") -> tuple[int, 
     """
     p = Path(path)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
-    os.fchmod(fd, 0o666 & ~_umask())
+    try:  # best effort: a file system without modes keeps mkstemp's
+        os.chmod(tmp, 0o666 & ~umask())
+    except (OSError, NotImplementedError):
+        pass
     return fd, tmp
 
 
@@ -228,14 +250,16 @@ def save_array(path: str | os.PathLike[str], array: Any) -> Path:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG (atomically, like every output) and close it."""
+    """Save a matplotlib figure (PNG, or the format of the path's suffix) atomically, like
+    every output, and close it."""
     import io
 
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     try:
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi,
+                    bbox_inches="tight")
     finally:
         plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -51,7 +51,7 @@ def chromium() -> str:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", PACKAGE]):
-            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+            subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
         if found := shutil.which(PACKAGE):
             return found
     pytest.skip(f"no headless Chromium on this machine and it could not be installed: "

@@ -35,7 +35,13 @@ from varbayes.inference.commands._options import (
     check_nuts_options,
     numbers,
 )
-from varbayes.inference.io import out_dir, save_inferencedata, verbose, write_metrics
+from varbayes.inference.io import (
+    Progress,
+    out_dir,
+    save_inferencedata,
+    verbose,
+    write_metrics,
+)
 from varbayes.inference.ising.compare import coupling_comparison
 from varbayes.inference.vae.latent_posterior import (
     analyse_latent,
@@ -62,9 +68,13 @@ def _compare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     kw = dict(chains=args.chains, warmup=args.warmup, samples=args.samples, seed=args.seed,
               progress_bar=verbose())
+    stages = 1 + len(variants) + bool(couplings)  # NumPyro's own bars only with --verbose
+    bar = Progress(stages, "compare")
+    bar.note(stage=f"NUTS on p(z|x) of {run_dir.name}")
     run = load_run(run_dir, args.data_dir)
     main = analyse_latent(run, args.n_data, **kw)
-    write_latent_outputs(main, out, prefix="nuts_")
+    bar.update()
+    written = write_latent_outputs(main, out, prefix="nuts_")
     save_inferencedata(main.svi, out / "svi_posterior.nc")
     svi_plots = plot_diagnostics(main.svi, out, prefix="svi_", pair_coords=pair_coords(main.svi))
     forest = plot_forest_comparison({"NUTS": main.idata, "SVI q_φ": main.svi},
@@ -121,7 +131,9 @@ def _compare(args: argparse.Namespace) -> int:
     models = {run_dir.name: main.idata}
     evid = [[run_dir.name, float(g.log_px.sum()), g.log_px_method]]
     for d in variants:
+        bar.note(stage=f"NUTS on p(z|x) of {d.name}")
         v = analyse_latent(load_run(d, args.data_dir), args.n_data, **kw)
+        bar.update()
         name = d.name if d.name not in models else str(d)
         models[name] = v.idata
         evid.append([name, float(v.gaps.log_px.sum()), v.gaps.log_px_method])
@@ -134,11 +146,16 @@ def _compare(args: argparse.Namespace) -> int:
         "evidence of image i. The sum of log p(x_i) by quadrature/IS is the check:\n\n"
         + report.markdown_table(evid, ["model", "Σ log p(x_i)", "method"]) + "\n\n" + text)))
     if couplings:
+        bar.note(stage="Ising couplings")
         body, im = coupling_comparison(couplings, args.seed)
+        bar.update()
         metrics.update(im)
         sections.append(("Model comparison: Ising couplings", body))
+    bar.close()
     metrics["seconds"] = time.perf_counter() - t0
-    path = report.write_report(out, f"SVI vs NUTS: {run_dir.name}", sections)
+    figures = [p for p in [*written, *svi_plots, forest, ppc] if Path(p).suffix == ".png"]
+    path = report.write_report(out, f"SVI vs NUTS: {run_dir.name}", sections,
+                               figures=figures)
     write_metrics(out, metrics)
     print(f"varbayes compare: {run_dir} on {m['n_data']} test images\n"
           f"  gate NUTS {'PASS' if m['gate_passed'] else 'FAIL'} (max r̂ "

@@ -8,6 +8,7 @@ name in ``metrics.json``. A new model adds its part to :data:`PARTS`.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from varbayes.inference.commands._options import add_common
 from varbayes.inference.data import datasets
-from varbayes.inference.io import out_dir, progress, save_figure, write_metrics
+from varbayes.inference.io import out_dir, quiet, save_figure, write_metrics
 from varbayes.inference.ising.denoise import Options, run_method
 from varbayes.inference.vae.bayes_evidence import write_evidence
 from varbayes.inference.vae.run import CHECKPOINT, load_run
@@ -118,7 +119,9 @@ PARTS: dict[str, Callable[[Path, int, bool], dict[str, float]]] = {
 def run_demo(out: Path, seed: int = 0, quick: bool = False) -> dict[str, float]:
     """Run every part, write ``metrics.json`` and return the metrics."""
     metrics: dict[str, float] = {}
-    for name in progress(list(PARTS), desc="demo"):
+    for i, name in enumerate(PARTS):  # one line per part; the parts show their own progress
+        if not quiet():
+            print(f"demo: part {i + 1}/{len(PARTS)}: {name}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         part_out = out_dir(out / name)
         for key, value in PARTS[name](part_out, seed, quick).items():

@@ -22,7 +22,13 @@ from varbayes.inference.commands._options import (
     add_run_dir,
     check_nuts_options,
 )
-from varbayes.inference.io import out_dir, save_inferencedata, verbose, write_metrics
+from varbayes.inference.io import (
+    Progress,
+    out_dir,
+    save_inferencedata,
+    verbose,
+    write_metrics,
+)
 from varbayes.inference.vae.latent_posterior import analyse_latent, write_latent_outputs
 from varbayes.inference.vae.run import is_bayesian, load_run, read_header
 from varbayes.inference.vae.weights_posterior import (
@@ -50,9 +56,11 @@ def _mcmc(args: argparse.Namespace) -> int:
         raise VarbayesError(f"{run_dir} is a Bayesian-decoder run: use --target weights")
     run = load_run(run_dir, args.data_dir)
     out = out_dir(args.out)
-    res = analyse_latent(run, args.n_data, chains=args.chains, warmup=args.warmup,
-                         samples=args.samples, seed=args.seed,
-                         progress_bar=verbose())
+    with Progress(1, "mcmc") as bar:  # NumPyro's own bars only with --verbose
+        bar.note(stage=f"NUTS on p(z|x), {args.chains} chains x {args.warmup}+{args.samples}")
+        res = analyse_latent(run, args.n_data, chains=args.chains, warmup=args.warmup,
+                             samples=args.samples, seed=args.seed, progress_bar=verbose())
+        bar.update()
     write_latent_outputs(res, out)
     write_metrics(out, res.metrics)
     m = res.metrics

@@ -236,11 +236,15 @@ def read_grayscale(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale
-                img = np.asarray(im, dtype=np.float64) / 65535.0
+            if im.mode == "F":  # float grayscale: taken as it is
+                img = np.asarray(im, dtype=np.float64)
+            elif im.mode.startswith("I"):  # 16- or 32-bit integer grayscale
+                img = np.asarray(im, dtype=np.float64)
+                img = img / (65535.0 if img.max(initial=0) <= 65535 else 4294967295.0)
             else:
                 img = np.asarray(im.convert("RGB").convert("F"), dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError) as e:
         raise VarbayesError(f"cannot read image {path}: {e}") from None
     if img.ndim != 2 or img.size == 0:
         raise VarbayesError(f"cannot read image {path}: expected a 2-D image, got {img.shape}")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from varbayes.inference.data import files as df
-from varbayes.inference.io import verbose
+from varbayes.inference.io import umask, verbose
 from varbayes.models.errors import VarbayesError
 
 #: Extra tries pooch makes after a failed transfer of one URL.
@@ -95,6 +95,7 @@ def _fetch_verified(name: str, remote: df.RemoteFile, url: str, dest: Path,
     known = f"md5:{remote.md5}" if remote.md5 is not None else None
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
     try:
+        pooch.get_logger().setLevel("INFO" if verbose() else "WARNING")
         fetcher = pooch.create(path=tmp, base_url=base + "/", registry={fname: known},
                                retry_if_failed=RETRIES)
         downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=verbose())
@@ -103,16 +104,13 @@ def _fetch_verified(name: str, remote: df.RemoteFile, url: str, dest: Path,
         except Exception as e:  # requests' errors, pooch's hash ValueError, OSError
             raise VarbayesError(f"{url}: {_reason(e)}") from None
         verify_file(name, remote, got)
+        try:
+            os.chmod(got, 0o666 & ~umask())
+        except OSError:
+            pass
         os.replace(got, dest)
-        os.chmod(dest, 0o666 & ~_umask())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _reason(e: Exception) -> str:

@@ -4,6 +4,7 @@ and the σ histogram. Each function writes PNGs into ``out`` and returns their n
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from varbayes.inference.io import save_array, save_figure
+from varbayes.inference.io import atomic_write_bytes, save_array, save_figure
 from varbayes.inference.vae.run import Run, RunData, arrays_for
 from varbayes.models.bayesian_vae import plots as bplots
 from varbayes.models.bayesian_vae.config import BayesConfig
@@ -125,7 +126,9 @@ def bayes_figures(out: Path, mod: ModuleType, mean_vae: Any, sigma: dict[str, np
             save_figure(bplots.uncertainty_maps(x, u, data.image_shape,
                                                 f"per-pixel predictive variance at z = μ(x): "
                                                 f"{title}"), out / "uncertainty.png")
-            np.savez(out / "uncertainty.npz", **u._asdict())
+            buf = io.BytesIO()
+            np.savez(buf, **u._asdict())
+            atomic_write_bytes(out / "uncertainty.npz", buf.getvalue())
             names.append("uncertainty.png")
     save_figure(bplots.sigma_histogram(sigma, bayes.init_sigma, bayes.prior_scale,
                                        f"σ of q(θ): {title}"), out / "weight_sigma.png")

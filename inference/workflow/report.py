@@ -32,22 +32,30 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _whole(values: Sequence[Any]) -> bool:
-    """True when every finite number of a column is a whole number (counts, ESS)."""
-    nums = [float(v) for v in values if isinstance(v, float | np.floating)
-            and math.isfinite(float(v))]
-    return bool(nums) and all(v == round(v) and abs(v) < 1e15 for v in nums)
+#: Column headers that hold counts (arviz's ESS, divergences): printed as integers.
+COUNT_COLUMNS = re.compile(r"ess|divergence|^n\(", re.I)
+
+
+def escape(text: str) -> str:
+    """``text`` with Markdown's emphasis, link and table characters escaped."""
+    return re.sub(r"([*_\[\]|`])", r"\\\1", str(text))
+
+
+def _cell(v: Any, digits: int, count: bool) -> str:
+    if count and isinstance(v, float | np.floating) and math.isfinite(float(v)):
+        v = round(float(v))
+    return _fmt(v, digits).replace("|", "\\|")
 
 
 def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str], digits: int = 3
                    ) -> str:
-    """A GitHub-flavoured Markdown table; floats with ``digits`` decimals, and a column of
-    whole numbers (such as arviz's ESS) as integers."""
-    whole = [_whole([r[j] for r in rows]) for j in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(int(v) if w and isinstance(v, float | np.floating)
-                                     and math.isfinite(float(v)) else v, digits)
-                                for v, w in zip(r, whole, strict=True)) + " |" for r in rows]
+    """A GitHub-flavoured Markdown table; floats with ``digits`` decimals, counts (columns
+    named like ESS or divergences) as integers, ``|`` in a cell escaped."""
+    counts = [bool(COUNT_COLUMNS.search(h)) for h in header]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v, digits, c) for v, c in zip(r, counts, strict=True))
+              + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -134,24 +142,25 @@ def gates(fits: Mapping[str, Any]) -> dict[str, Gate]:
 
 def image(path: str | os.PathLike[str], caption: str) -> str:
     """A Markdown image with a relative path (the report sits next to its figures)."""
-    return f"![{caption}]({Path(path).name})\n\n*{caption}*"
+    return f"![{escape(caption)}]({Path(path).name})\n\n*{escape(caption)}*"
 
 
-def write_report(out: str | os.PathLike[str], title: str, sections: Sequence[tuple[str, str]]
-                 ) -> Path:
+def write_report(out: str | os.PathLike[str], title: str, sections: Sequence[tuple[str, str]],
+                 figures: Sequence[str | os.PathLike[str]] = ()) -> Path:
     """``report.md`` and a self-contained ``report.html`` in ``out``: a title, then
-    (heading, Markdown body) per section, then every PNG in ``out`` that no section shows.
+    (heading, Markdown body) per section, then each of ``figures`` (the run's other PNGs)
+    that no section shows.
 
     The HTML has its figures embedded as data URIs and its style inline: one file that opens
     offline and can be mailed. Returns the Markdown path.
     """
     folder = Path(out)
-    parts = [f"# {title}", ""]
+    parts = [f"# {escape(title)}", ""]
     for heading, body in sections:
         parts += [f"## {heading}", "", body.strip(), ""]
     text = "\n".join(parts)
     shown = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text))
-    rest = sorted(p.name for p in folder.glob("*.png") if p.name not in shown)
+    rest = sorted({Path(p).name for p in figures} - shown)
     if rest:
         text += "\n## All other figures\n\n" + "\n\n".join(image(folder / n, n)
                                                                for n in rest) + "\n"

@@ -102,6 +102,7 @@ def test_progress_in_a_log_is_plain_periodic_lines(monkeypatch):
         t = 0.0
 
     monkeypatch.setattr("time.monotonic", lambda: Clock.t)
+    monkeypatch.setitem(vio._QUIET, "value", False)  # an earlier CLI test may have set it
     log = stdio.StringIO()
     bar = vio.Progress(100, "fit", stream=log, every=10.0)
     for _ in range(100):

@@ -107,7 +107,7 @@ def test_global_and_discrete_latents_are_refused():
             numpyro.sample("x", dist.Normal(k[..., None], 1.0).expand([4, 2]).to_event(1),
                            obs=x)
 
-    for model, match in ((global_model, "'mu' is outside the 'data' plate"),
+    for model, match in ((global_model, r"'mu' is in no plate.*pass plate=None"),
                          (discrete_model, "'k' is a discrete latent")):
         with pytest.raises(VarbayesError, match=match):
             ais.ais(model, model, [((x,), {})], ais.AISOptions(n_steps=2, chains=1))
