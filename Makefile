@@ -25,9 +25,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	$(BIN)/mkdocs build --strict --site-dir .site
-	@# the site renders offline: no script, stylesheet or font from another host
-	@! grep -rlE '<(script|link)[^>]+(src|href)="(https?:)?//|fonts\.(googleapis|gstatic)' \
-		--include='*.html' .site || (echo "the docs site loads something from the network"; false)
+	@# the site renders offline: no script, stylesheet, image, frame or font from another host
+	@grep -rlE "<(script|link|img|iframe)[^>]+(src|href)=[\"']?(https?:)?//|url\([\"']?(https?:)?//|@import|fonts\.(googleapis|gstatic)" \
+		--include='*.html' --include='*.css' .site; test $$? -eq 1 || \
+		(echo "the docs site loads something from the network (files above)"; false)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks all --json runs/bench/bench.json
