@@ -27,17 +27,27 @@ def check_backend(backend: str, flag: str = "backend") -> str:
     return backend
 
 
-def as_array(a: Any, backend: str, dtype: str = "float32") -> Any:
-    """``a`` as a JAX array (numpyro) or a torch tensor (pyro) of ``dtype``; None stays None."""
+def as_array(a: Any, backend: str, dtype: str | None = "float32") -> Any:
+    """``a`` as a JAX array (numpyro) or a torch tensor (pyro) of ``dtype``; None stays None.
+
+    ``dtype=None`` keeps the kind: floats take the backend's default float type (float32
+    unless changed), integers and booleans stay what they are.
+    """
     if a is None:
         return None
+    a = np.asarray(a)
     if check_backend(backend) == "pyro":
         import torch
 
-        return torch.as_tensor(np.asarray(a), dtype=getattr(torch, dtype))
+        if not a.flags.writeable:  # torch wants memory it may write to
+            a = a.copy()
+        if dtype is not None:
+            return torch.as_tensor(a, dtype=getattr(torch, dtype))
+        return torch.as_tensor(a, dtype=torch.get_default_dtype() if a.dtype.kind == "f"
+                               else None)
     import jax.numpy as jnp
 
-    return jnp.asarray(np.asarray(a), dtype=dtype)
+    return jnp.asarray(a, dtype=dtype)
 
 
 def model_module(family: str, backend: str) -> ModuleType:

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from varbayes.inference.backends import BACKENDS, check_backend
+from varbayes.inference.backends import BACKENDS, as_array, check_backend
 from varbayes.models.errors import VarbayesError, check
 
 
@@ -70,9 +70,9 @@ def to_backend(tree: Any, backend: str) -> Any:
     """
     check_backend(backend)
     if isinstance(tree, np.ndarray | np.generic):
-        return _convert(np.asarray(tree), backend)
+        return as_array(tree, backend, dtype=None)
     if _foreign(tree, backend):
-        return _convert(to_numpy(tree), backend)
+        return as_array(to_numpy(tree), backend, dtype=None)
     if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
         return tuple(to_backend(a, backend) for a in tree)
     if isinstance(tree, list):
@@ -86,20 +86,6 @@ def _foreign(a: Any, backend: str) -> bool:
     """True for a torch tensor given to NumPyro or a JAX array given to Pyro."""
     module = type(a).__module__.split(".")[0]
     return module in (("jax", "jaxlib") if backend == "pyro" else ("torch",))
-
-
-def _convert(a: np.ndarray, backend: str) -> Any:
-    if backend == "pyro":
-        import torch
-
-        if not a.flags.writeable:  # torch wants memory it may write to
-            a = a.copy()
-        if a.dtype.kind == "f":
-            return torch.as_tensor(a, dtype=torch.get_default_dtype())
-        return torch.as_tensor(a)
-    import jax.numpy as jnp
-
-    return jnp.asarray(a)
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -221,19 +207,27 @@ def check_model(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mappin
                         "statement: nothing to infer")
 
 
+class Pair(NamedTuple):
+    """A checked model+guide pair, ``params`` substituted, and one trace of each."""
+
+    model: Callable[..., Any]
+    guide: Callable[..., Any]
+    model_sites: list[Site]
+    guide_sites: list[Site]
+
+
 def checked_pair(model: Callable[..., Any], guide: Callable[..., Any], args: Sequence[Any],
                  kwargs: Mapping[str, Any], *, backend: str,
-                 params: Mapping[str, Any] | None = None
-                 ) -> tuple[Callable[..., Any], Callable[..., Any], list[Site]]:
+                 params: Mapping[str, Any] | None = None, seed: int = 0) -> Pair:
     """Check a model+guide pair on one call (:func:`check_model`, :func:`check_params`) and
-    return it with ``params`` substituted, and the model's sites. Run it, and what uses the
-    pair, inside :func:`isolated`."""
-    msites = check_model(model, args, kwargs, backend=backend)
+    return it with ``params`` substituted, with the sites of both traces. Run it, and what
+    uses the pair, inside :func:`isolated`; ``seed`` seeds the NumPyro traces."""
+    msites = check_model(model, args, kwargs, backend=backend, seed=seed)
     gsites = check_model(guide, args, kwargs, backend=backend, what="guide",
-                         latents=latent(msites))
+                         latents=latent(msites), seed=seed)
     check_params(params, msites, gsites)
-    return (with_params(model, params, backend=backend, sites=msites),
-            with_params(guide, params, backend=backend, sites=gsites), msites)
+    return Pair(with_params(model, params, backend=backend, sites=msites),
+                with_params(guide, params, backend=backend, sites=gsites), msites, gsites)
 
 
 def to_batches(batches: Iterable[tuple[Sequence[Any], Mapping[str, Any]]], backend: str,

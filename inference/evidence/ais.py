@@ -73,7 +73,7 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         from varbayes.inference.evidence.ais_jax import numpyro_ais as run
     batches = to_batches(batches, backend, "ais")
     with isolated(backend):
-        model, guide, _ = checked_pair(model, guide, *batches[0], backend=backend,
-                                       params=params)
+        model, guide, *_ = checked_pair(model, guide, *batches[0], backend=backend,
+                                        params=params)
         return run(model, guide, batches, options, seed=seed, plate=plate,
                    posterior=posterior, progress=progress)

@@ -168,8 +168,8 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
     t0 = time.perf_counter()
     batches = to_batches(batches, backend, "importance_sampling")
     with isolated(backend):
-        model, guide, _ = checked_pair(model, guide, *batches[0], backend=backend,
-                                       params=params)
+        model, guide, *_ = checked_pair(model, guide, *batches[0], backend=backend,
+                                        params=params)
         draw = (_numpyro_draws if backend == "numpyro" else _pyro_draws)(model, guide, plate,
                                                                            seed)
         return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)

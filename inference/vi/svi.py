@@ -40,7 +40,13 @@ import numpy as np
 
 from varbayes.inference.backends import check_backend
 from varbayes.inference.io import Progress
-from varbayes.inference.ppl import accepts, check_model, latent, observed, to_backend
+from varbayes.inference.ppl import (
+    accepts,
+    checked_pair,
+    latent,
+    observed,
+    to_backend,
+)
 from varbayes.inference.vi.checkpoint import (
     check_compatible,
     flatten_state,
@@ -167,10 +173,9 @@ def check_pair(model: Callable[..., None], guide: Callable[..., None], data: Seq
             "signature and use plate('data', n_data or M, subsample_size=M), or set "
             f"batch_size >= {N} (full batch)")
     # the seed svi.init will use: a NumPyro AutoGuide sets up its initial values here
-    seed = _epoch_seed(options.seed, 0, 3)
-    msites = check_model(bind_n_data(model, N), batch, backend=options.backend, seed=seed)
-    gsites = check_model(bind_n_data(guide, N), batch, backend=options.backend, what="guide",
-                         latents=latent(msites), seed=seed)
+    _, _, msites, gsites = checked_pair(bind_n_data(model, N), bind_n_data(guide, N), batch,
+                                        {}, backend=options.backend,
+                                        seed=_epoch_seed(options.seed, 0, 3))
     if M == N:
         return
     want = N / M

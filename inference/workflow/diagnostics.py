@@ -163,7 +163,6 @@ def q_khat(log_weights: Any) -> QCheck:
     θ_s ~ q: shape (S,) for one set of latents, or (S, M) for M datapoints' own latents
     (one k̂ each). Also takes the InferenceData of :func:`.predictive.guide_draws`, whose
     ``sample_stats.log_weight`` is the joint weight of all latents: one k̂ for the whole q."""
-    import arviz as az
 
     if hasattr(log_weights, "groups"):
         check("sample_stats" in log_weights.groups()
@@ -177,11 +176,10 @@ def q_khat(log_weights: Any) -> QCheck:
           f"q_khat needs log weights (S,) or (S, M) with S >= 10 draws, got shape {lw.shape}")
     check(bool(np.isfinite(lw).all()), "q_khat got non-finite log weights: q puts mass where "
                                        "the model has none (check the guide's supports)")
+    from varbayes.inference.evidence.importance import pareto_k
+
     lw = lw if lw.ndim == 2 else lw[:, None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, k = az.psislw(lw.T.copy())
-    k = np.atleast_1d(np.asarray(k, np.float64))
+    k = np.atleast_1d(pareto_k(lw))
     # equal weights (q is the posterior, up to float32 rounding): no tail to fit, k̂ = 0
     k[np.ptp(lw, axis=0) < 1e-4] = 0.0
     S, threshold, worst = lw.shape[0], good_k(lw.shape[0]), float(np.max(k))

@@ -36,7 +36,6 @@ from varbayes.inference.ppl import (
     observed,
     to_backend,
     to_numpy,
-    trace,
     uncondition,
 )
 from varbayes.models.errors import check
@@ -287,10 +286,9 @@ def guide_draws(model: Callable[..., Any], guide: Callable[..., Any], *args: Any
     check(int(num_samples) >= 1, f"num_samples must be >= 1, got {num_samples}")
     args, kwargs = to_backend(tuple(args), backend), to_backend(dict(kwargs), backend)
     with isolated(backend):
-        model, guide, msites = checked_pair(model, guide, args, kwargs, backend=backend,
-                                            params=params)
+        model, guide, msites, gsites = checked_pair(model, guide, args, kwargs,
+                                                    backend=backend, params=params)
         names = [s.name for s in latent(msites)]
-        gsites = trace(guide, args, kwargs, backend=backend)
         missing = sorted(set(names) - {s.name for s in gsites if s.type == "sample"})
         check(not missing, f"the guide has no sample site for the model's latent(s) "
                            f"{missing}: a guide must draw every latent site of the model")
