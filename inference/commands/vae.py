@@ -25,7 +25,7 @@ from varbayes.inference.vae.train import (
     check_spec,
     train_run,
 )
-from varbayes.inference.vi.svi import ELBOS, OPTIMIZERS
+from varbayes.inference.vi.svi import COMPILERS, ELBOS, INDUCTOR_MIN_STEPS, OPTIMIZERS
 from varbayes.models.errors import VarbayesError, check
 from varbayes.models.vae import plots
 from varbayes.models.vae.config import (
@@ -61,7 +61,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         particles=args.particles, weight_decay=args.weight_decay, bayesian=args.bayesian,
         prior_scale=args.prior_scale, init_sigma=args.init_sigma, init_std=args.init_std,
-        jit=not args.no_jit, n_train=args.n_train, n_test=args.n_test,
+        jit=not args.no_jit, compiler=args.compiler, n_train=args.n_train, n_test=args.n_test,
         time_limit=None if args.time_limit is None else 60 * args.time_limit,
         resume=args.resume, seed=args.seed)
 
@@ -221,8 +221,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "busy machine: with more threads than free cores torch steps can be "
                         "tens of times slower")
     t.add_argument("--no-jit", action="store_true",
-                   help="pyro: do not compile the ELBO with TorchScript (slower; for models "
-                        "with dynamic structure)")
+                   help="pyro: do not compile the ELBO (slower; for models with dynamic "
+                        "structure)")
+    t.add_argument("--compiler", choices=COMPILERS, default="auto",
+                   help="pyro: torch.compile (inductor) or TorchScript for the ELBO; auto: "
+                        f"inductor from {INDUCTOR_MIN_STEPS} steps on, where its compile time "
+                        "(15-20 s) pays off (default auto)")
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     t.add_argument("--n-test", type=int, default=None, help="use the first N test images")
     t.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",

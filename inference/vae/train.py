@@ -72,7 +72,9 @@ class TrainSpec(NamedTuple):
     init_sigma: float = 1e-3
     init_std: float = 0.0
     jit: bool = True
-    """Pyro: compile the ELBO with TorchScript."""
+    """Pyro: compile the ELBO (``compiler``)."""
+    compiler: str = "auto"
+    """Pyro with ``jit``: ``auto``, ``inductor`` or ``torchscript`` (``SVIOptions.compiler``)."""
     n_train: int | None = None
     n_test: int | None = None
     time_limit: float | None = None
@@ -186,7 +188,7 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
     options = SVIOptions(backend=spec.backend, elbo=spec.elbo, particles=spec.particles,
                          optimizer=spec.optimizer, lr=spec.lr, epochs=epochs,
                          batch_size=spec.batch_size, seed=spec.seed, jit=spec.jit,
-                         time_limit=spec.time_limit)
+                         compiler=spec.compiler, time_limit=spec.time_limit)
     mod = model_module("vae", spec.backend)
     if bayes is not None:
         bmod = model_module("bayesian_vae", spec.backend)

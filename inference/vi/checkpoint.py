@@ -31,6 +31,7 @@ def options_header(options: Any) -> dict[str, Any]:
     d.pop("epochs")
     d.pop("eval_batch_size")
     d.pop("time_limit")
+    d.pop("compiler")  # rounding only; see SVIOptions.compiler
     if d["backend"] == "numpyro":
         d.pop("jit")
     return d

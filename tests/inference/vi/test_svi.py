@@ -77,19 +77,20 @@ def _flat(backend, params):
     return {str(i): np.asarray(v) for i, v in enumerate(jax.tree_util.tree_leaves(params))}
 
 
-@pytest.mark.parametrize("backend, elbo, jit", [
-    ("pyro", "meanfield", True), ("pyro", "trace", True), ("pyro", "meanfield", False),
-    ("numpyro", "meanfield", True)])
-def test_resume_equals_uninterrupted(digits, backend, elbo, jit, tmp_path):
+@pytest.mark.parametrize("backend, elbo, jit, compiler", [
+    ("pyro", "meanfield", True, "auto"), ("pyro", "trace", True, "auto"),
+    ("pyro", "meanfield", True, "inductor"), ("pyro", "meanfield", False, "auto"),
+    ("numpyro", "meanfield", True, "auto")])
+def test_resume_equals_uninterrupted(digits, backend, elbo, jit, compiler, tmp_path):
     """Bit-identical parameters after 2 epochs + resume to 3 and after 3 in one go."""
     train, test = digits
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    full = _fit(backend, train, test, tmp_path / "a", epochs=3, elbo=elbo, jit=jit)
-    first = _fit(backend, train, test, tmp_path / "b", epochs=2, elbo=elbo, jit=jit)
+    kw = dict(elbo=elbo, jit=jit, compiler=compiler)
+    full = _fit(backend, train, test, tmp_path / "a", epochs=3, **kw)
+    first = _fit(backend, train, test, tmp_path / "b", epochs=2, **kw)
     assert first.epochs == 2
-    resumed = _fit(backend, train, test, tmp_path / "b", epochs=3, resume=True, elbo=elbo,
-                   jit=jit)
+    resumed = _fit(backend, train, test, tmp_path / "b", epochs=3, resume=True, **kw)
     assert resumed.start_epoch == 2 and resumed.epochs == 3
     a, b = _flat(backend, full.params), _flat(backend, resumed.params)
     assert a.keys() == b.keys()
