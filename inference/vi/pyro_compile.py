@@ -12,10 +12,10 @@ so the loss is captured the way ``JitTrace_ELBO`` captures it, and then compiled
 
 As for ``JitTrace_ELBO`` the model must have static structure: Python control flow that
 depends on tensor values is fixed at the traced values. Each input signature (the shapes
-and dtypes of the batch) gets its own graph. The first call checks the compiled loss
-against the eager one on fresh noise and raises :class:`CompileError` when they differ, so
-that the caller can fall back to TorchScript (a cheap check, not a proof of static
-structure).
+and dtypes of the batch) gets its own graph. Before compiling, the captured graph is
+run against the eager loss on fresh noise, and :class:`CompileError` is raised when they
+differ (a cheap check, not a proof of static structure) or when compiling fails, so that
+the caller can fall back to TorchScript.
 """
 
 from __future__ import annotations
@@ -59,6 +59,22 @@ def _traceable_items() -> Iterator[None]:
             m.torch_item = f
 
 
+def _drop_python_reads(graph: Any) -> None:
+    """Remove the reads of tensor values into Python (``.item()`` in Pyro's NaN warnings)
+    whose results the graph does not use: each would split the compiled graph in two."""
+    import torch
+
+    for node in list(graph.graph.nodes):
+        if node.target is torch.ops.aten._local_scalar_dense.default and not node.users:
+            graph.graph.erase_node(node)
+    graph.recompile()
+
+
+def _failed(e: Exception) -> CompileError:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return CompileError(f"torch.compile of the Pyro loss failed: {type(e).__name__}: {first}")
+
+
 def _signature(args: Sequence[Any]) -> tuple:
     import torch
 
@@ -74,8 +90,8 @@ def compile_loss(elbo: Any, model: Callable[..., None], guide: Callable[..., Non
     ``params`` are the leaf tensors the loss depends on (every unconstrained param of the
     param store); they are the graph's inputs, so optimizer updates are seen. Non-tensor
     batch entries (e.g. None) are fixed per signature. Raises :class:`CompileError` on the
-    first call for a signature if tracing or compiling fails or the compiled value differs
-    from the eager one.
+    first call for a signature if tracing or compiling fails or the captured graph differs
+    from the eager loss.
     """
     import torch
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -101,27 +117,35 @@ def compile_loss(elbo: Any, model: Callable[..., None], guide: Callable[..., Non
             with _traceable_items():
                 graph = make_fx(flat, tracing_mode="real",
                                 _error_on_data_dependent_ops=False)(*params, *tensors)
-            compiled = torch.compile(graph, options={"fallback_random": True})
-            # The first call compiles. Compare it with eager mode on other noise than the
-            # trace's, which catches (some) value-dependent structure that the trace fixed.
+            _drop_python_reads(graph)
+            # Compare the captured graph (run uncompiled) with eager mode on other noise
+            # than the trace's: this catches (some) structure that the trace fixed.
             fresh = torch.get_rng_state()
             with torch.no_grad():
                 want = float(eager(*args))
                 torch.set_rng_state(fresh)
-                got = float(compiled(*params, *tensors))
+                got = float(graph(*params, *tensors))
         except Exception as e:  # any failure means: use the fallback
-            raise CompileError(f"torch.compile of the Pyro loss failed: "
-                               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                               ) from e
+            raise _failed(e) from e
         finally:
             torch.set_rng_state(state)  # the step itself draws what eager mode would
         if not (math.isfinite(want) and abs(got - want) <= CHECK_RTOL * max(1.0, abs(want))):
-            raise CompileError(f"the compiled Pyro loss ({got}) differs from the eager one "
+            raise CompileError(f"the captured Pyro loss ({got}) differs from the eager one "
                                f"({want}) on the same noise: the model's structure changes "
                                "between calls (e.g. Python control flow on tensor values)")
+        compiled = torch.compile(graph, options={"fallback_random": True})
+        first = [True]
 
         def run(*batch: Any) -> Any:
-            return compiled(*params, *(batch[i] for i in where))
+            inputs = (*params, *(batch[i] for i in where))
+            if not first[0]:
+                return compiled(*inputs)
+            try:  # inductor compiles on the first call
+                value = compiled(*inputs)
+            except Exception as e:
+                raise _failed(e) from e
+            first[0] = False
+            return value
 
         return run
 
