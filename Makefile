@@ -8,7 +8,7 @@ export VARBAYES_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data
 # docs/installation.md records why we stay on Material for MkDocs; no banner at every build
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: demo test bench docs lint clean
+.PHONY: demo test test-fast bench docs lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,14 +21,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/varbayes demo --out runs/demo
 
+# pytest-xdist: one worker per core, each test file on one worker (its fixtures built once)
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
+
+# Everything: every accuracy test, the docs' code, the CLI end to end, the site. CI runs this.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(PYTEST)
 	$(BIN)/mkdocs build --strict --site-dir .site
 	@# the site renders offline: no script, stylesheet, image, frame or font from another host
 	@grep -rlE "<(script|link|img|iframe)[^>]+(src|href)=[\"']?(https?:)?//|url\([\"']?(https?:)?//|@import|fonts\.(googleapis|gstatic)" \
 		--include='*.html' --include='*.css' .site; test $$? -eq 1 || \
 		(echo "the docs site loads something from the network (files above)"; false)
+
+# The inner loop: lint and the unit tests (the ones not marked slow), in about a minute.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks all --json runs/bench/bench.json

@@ -232,6 +232,7 @@ def test_public_names_are_the_library_objects():
         _ = varbayes.nope
 
 
+@pytest.mark.slow
 def test_a_users_own_models_py_does_not_shadow_the_library(tmp_path):
     """No generic top-level name is importable, and a local models.py is the user's."""
     r = _run("import models", tmp_path)
@@ -248,6 +249,7 @@ def test_a_users_own_models_py_does_not_shadow_the_library(tmp_path):
     assert r.stdout.split() == ["True", "True", "varbayes.inference.vi.svi"]
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_only_the_varbayes_namespace(tmp_path):
     """Build the wheel from a copy of the sources: every file lies under varbayes/."""
     src = tmp_path / "src"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 
 def test_quick_run_reports_seconds_and_memory():
     from benchmarks import evidence

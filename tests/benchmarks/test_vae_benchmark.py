@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 
 def test_quick_run_reports_ratios():
     from benchmarks import vae

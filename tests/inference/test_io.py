@@ -28,6 +28,7 @@ def _normal_model(y):
     numpyro.sample("y", dist.Normal(mu, 2.0), obs=y)
 
 
+@pytest.mark.slow
 def test_netcdf_round_trip_and_bad_files(tmp_path):
     idata = nuts(_normal_model, Y, num_chains=1, num_warmup=50, num_samples=20,
                  progress_bar=False)
@@ -60,6 +61,7 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
     assert (tmp_path / "f.json").read_bytes() == b"{}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_outputs_honour_the_umask(tmp_path, umask, mode):
     """Every output (json, png, npy, nc, npz checkpoint) gets 0666 less the umask, as an

@@ -94,6 +94,7 @@ def local(backend, plate_name="data"):
 
 # ------------------------------------------------------------------ 1. constrained params
 
+@pytest.mark.slow
 def test_fit_returns_constrained_params_in_both_backends():
     """Bug 1: Pyro returned the param store's unconstrained leaves (log of a scale)."""
     out = {}
@@ -122,6 +123,7 @@ def nuts_runs():
     return runs
 
 
+@pytest.mark.slow
 def test_nuts_log_likelihood_holds_only_observed_sites(nuts_runs):
     """Bug 2: Pyro put the latent mu into log_likelihood, and loo() then failed."""
     for b, idata in nuts_runs.items():
@@ -186,6 +188,7 @@ def test_a_model_of_the_other_backend_is_refused_by_every_entry(declared):
 
 # -------------------------------------------------- 4. params= means the same everywhere
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_importance_sampling_with_params_is_exact_on_the_exact_guide(backend):
     """Bug 4: NumPyro IS silently used the guide's initial params; Pyro read the store."""
@@ -197,6 +200,7 @@ def test_importance_sampling_with_params_is_exact_on_the_exact_guide(backend):
     assert r.elbo_stderr[0] < 1e-3  # every weight equals p(y)
 
 
+@pytest.mark.slow
 def test_without_params_both_backends_use_the_initial_values_not_the_global_store():
     import pyro
     import torch
@@ -216,6 +220,7 @@ def test_without_params_both_backends_use_the_initial_values_not_the_global_stor
         res["numpyro"].elbo_stderr[0], res["pyro"].elbo_stderr[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ais_and_is_take_params_for_a_local_latent_model(backend):
     model, guide = local(backend)
@@ -233,6 +238,7 @@ def test_ais_and_is_take_params_for_a_local_latent_model(backend):
 
 # ---------------------------------------------------------- 5 and 6. inputs and errors
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_natural_calls_work_or_fail_in_one_line(backend):
     p, dist, _, _ = ppl(backend)
@@ -289,6 +295,7 @@ def test_loo_uses_the_sample_size_aware_threshold_and_keeps_arviz_warnings():
     assert f"k̂ > {r.good_k:.2f}" in r.warning
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_khat_of_q_tells_a_good_guide_from_a_bad_one(backend):
     model, guide = conjugate(backend)
@@ -334,6 +341,7 @@ def test_quadrature_takes_params_through_the_log_joint():
                                    atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_predictive_draws_have_the_datas_shape_without_a_plate(backend):
     """y ~ N(mu, σ) with obs=y outside any plate takes its shape from the data only: the
@@ -351,6 +359,7 @@ def test_predictive_draws_have_the_datas_shape_without_a_plate(backend):
     assert idata.posterior_predictive["y"].dims == ("chain", "draw", "y_dim_0")
 
 
+@pytest.mark.slow
 def test_review_cases_deterministic_sites_array_scales_and_params():
     """Pyro's deterministic sites are not data; per-element scales work; nuts takes
     fit(...).params of a pair; Python numbers in params= work in Pyro."""

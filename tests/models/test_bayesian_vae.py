@@ -77,6 +77,7 @@ def _numpyro_objective(b, x, theta, z, n_data):
     return float(lp) - float(lq)
 
 
+@pytest.mark.slow
 def test_minibatch_objectives_average_to_the_full_batch_objective():
     """Appendix F: with N/M-scaled local terms and the global log p(θ) − log q(θ) once per
     step, the mean of the minibatch objectives over one epoch is the full-data objective."""
@@ -98,6 +99,7 @@ def _log_normal(v, m, s):
     return -0.5 * ((v - m) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
 
 
+@pytest.mark.slow
 def test_pyro_numpyro_parity_same_params_and_draws():
     """Same variational params and the same (θ, z): log p(x, z, θ), log q(z, θ) and the
     analytic KL(q(θ)‖p(θ)) agree between the backends."""

@@ -72,6 +72,7 @@ def test_neighbor_sum_and_log_joint_match_explicit_loops(shape):
     assert log_joint(z, post) == pytest.approx(explicit_log_joint(z, post), abs=1e-10)
 
 
+@pytest.mark.slow
 def test_array_libraries_agree():
     rng = np.random.default_rng(1)
     post = random_posterior(rng, 4, 6)
@@ -167,6 +168,7 @@ def numpyro_log_density(fn, z, observed, couplings, noise, params=None):
     return float(ld), list(tr)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", NOISES, ids=lambda n: n.kind)
 def test_pyro_and_numpyro_log_densities_agree(noise):
     from varbayes.models.ising import numpyro_model, pyro_model
@@ -209,6 +211,7 @@ def test_guides_agree_and_start_from_the_data():
     np.testing.assert_allclose(pyro.param("logits").detach().numpy(), logits, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_spin_distribution_is_normalized_and_samples_its_mean(backend):
     a = np.array([-2.0, 0.0, 0.7, 3.0])

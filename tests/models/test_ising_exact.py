@@ -19,6 +19,7 @@ def random_posterior(rng, H, W, field_scale=1.0, coupling_scale=1.0):
                                     field_scale * rng.normal(size=(H, W))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("shape", [(3, 5), (5, 3), (2, 10), (1, 7)])
 def test_transfer_matrix_equals_brute_force(seed, shape):

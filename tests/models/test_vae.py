@@ -131,6 +131,7 @@ def test_bad_data():
 
 # ---------------------------------------------------------------------------- the models
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_same_sites_same_order(name):
     cfg = CONFIGS[name]
@@ -154,6 +155,7 @@ def test_same_sites_same_order(name):
     assert names["pyro", "guide"] == names["numpyro", "guide"] == ["z"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("meanfield", [True, False], ids=["analytic-kl", "mc"])
 def test_parity_same_weights_same_noise(name, meanfield):
@@ -166,6 +168,7 @@ def test_parity_same_weights_same_noise(name, meanfield):
     assert abs(lp - ln) / len(x) < 1e-4
 
 
+@pytest.mark.slow
 def test_parity_monte_carlo_elbo():
     """Independent noise in each backend: the MC ELBOs agree within Monte Carlo error."""
     cfg = CONFIGS["bernoulli"]
@@ -204,6 +207,7 @@ def test_analytic_kl_closed_form(backend):
     assert mc == pytest.approx(log_q - log_prior - log_lik, abs=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_subsample_scale_is_n_over_m(backend):
     """With n_data=N the local terms are scaled by N/M: the full-data estimator."""
@@ -217,6 +221,7 @@ def test_subsample_scale_is_n_over_m(backend):
     assert scaled == pytest.approx(unscaled * 100 / 5, rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_weight_prior_is_standard_normal_log_density(backend):
     """Weight decay is the log density of N(0, λ⁻¹ I) over the decoder weights, counted once."""
@@ -266,6 +271,7 @@ def test_gaussian_decoder_variance_bounded():
     assert float(scale_t.min().detach()) >= 0.05
 
 
+@pytest.mark.slow
 def test_pyro_model_runs_under_svi_with_particles():
     """The pair works with vectorized particles (L > 1) in both backends."""
     cfg = CONFIGS["label-cvae"]
@@ -281,6 +287,7 @@ def test_pyro_model_runs_under_svi_with_particles():
     assert np.isfinite(lp) and np.isfinite(float(ln))
 
 
+@pytest.mark.slow
 def test_estimator_b_has_lower_gradient_variance_same_mean():
     """Analytic KL (B) lowers the gradient variance of the reparameterized ELBO (A) and
     leaves its mean unchanged: both are unbiased."""

@@ -10,6 +10,9 @@ import pytest
 
 from varbayes.inference.cli import main
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 TINY = ["--n-train", "200", "--n-test", "60", "--hidden", "8", "--batch-size", "50",
         "--latent", "2", "--quiet"]
 

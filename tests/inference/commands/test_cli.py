@@ -13,6 +13,9 @@ import pytest
 
 from varbayes.inference.cli import build_parser, main
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 
 def _commands(parser: argparse.ArgumentParser, prefix=()) -> list[tuple[str, ...]]:
     """Every command path in the parser tree, e.g. ('data', 'verify')."""

@@ -9,6 +9,9 @@ import pytest
 
 from varbayes.inference.cli import main
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 TINY = ["--n-train", "100", "--n-test", "10", "--hidden", "8", "--batch-size", "50",
         "--epochs", "1", "--quiet"]
 

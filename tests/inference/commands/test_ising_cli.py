@@ -9,6 +9,9 @@ import pytest
 
 from varbayes.inference.cli import main
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 TINY = {"cavi": [], "svi": ["--iters", "30"], "svi-score": ["--iters", "5", "--particles", "2"],
         "gibbs": ["--iters", "10", "--burn-in", "2", "--chains", "2"], "icm": [],
         "exact": []}

@@ -11,6 +11,9 @@ import pytest
 from varbayes.inference.cli import main
 from varbayes.inference.io import load_inferencedata
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 TINY = ["--n-train", "100", "--n-test", "10", "--hidden", "8", "--batch-size", "50",
         "--latent", "2", "--epochs", "1", "--quiet"]
 FAST = ["--chains", "1", "--warmup", "30", "--samples", "30", "--n-data", "2", "--quiet"]

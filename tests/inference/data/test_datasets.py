@@ -27,6 +27,7 @@ def test_digits_is_embedded_and_scaled():
     assert np.array_equal(d.x_test, again.x_test), "the split must be fixed"
 
 
+@pytest.mark.slow
 def test_mnist_shapes_dtypes_and_label_counts(shared_data):
     d = datasets.load("mnist")
     assert d.x_train.shape == (60000, 784) and d.x_test.shape == (10000, 784)
@@ -112,6 +113,7 @@ def test_checksum_mismatch_names_both_sums(shared_data, tmp_path):
     assert datafiles.md5_file(labels) in msg
 
 
+@pytest.mark.slow
 def test_truncated_and_wrong_magic_idx(shared_data, tmp_path):
     root = _copy_mnist(shared_data, tmp_path)
     images = root / "mnist" / "t10k-images-idx3-ubyte.gz"
@@ -127,6 +129,7 @@ def test_truncated_and_wrong_magic_idx(shared_data, tmp_path):
         datasets.load("mnist", data_dir=root)
 
 
+@pytest.mark.slow
 def test_original_formats_parse_to_the_same_arrays(shared_data, tmp_path):
     """.amat text, .mat and .csv originals verify against the same content hashes."""
     from scipy.io import savemat

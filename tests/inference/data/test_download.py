@@ -51,6 +51,7 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_download_mnist_verifies_and_loads(server, shared_data, tmp_path):
     url, root = server
     shutil.copytree(shared_data / "mnist", root / "mnist")
@@ -60,6 +61,7 @@ def test_download_mnist_verifies_and_loads(server, shared_data, tmp_path):
     assert datasets.load("mnist", data_dir=tmp_path).x_train.shape == (60000, 784)
 
 
+@pytest.mark.slow
 def test_interrupted_transfer_leaves_nothing(server, shared_data, tmp_path):
     url, root = server
     shutil.copytree(shared_data / "mnist", root / "mnist")
@@ -68,6 +70,7 @@ def test_interrupted_transfer_leaves_nothing(server, shared_data, tmp_path):
     assert _leftovers(tmp_path / "mnist") == []
 
 
+@pytest.mark.slow
 def test_bad_checksum_download_is_not_kept(server, shared_data, tmp_path):
     url, root = server
     (root / "mnist").mkdir()
@@ -79,6 +82,7 @@ def test_bad_checksum_download_is_not_kept(server, shared_data, tmp_path):
     assert _leftovers(tmp_path / "mnist") == []
 
 
+@pytest.mark.slow
 def test_unreachable_mirror_is_a_clear_error(tmp_path):
     with pytest.raises(VarbayesError, match=r"could not download letterA\.csv: http://127\.0\.0\.1:9/"):
         download("letterA", tmp_path, mirrors=["http://127.0.0.1:9/"], timeout=2)
@@ -113,6 +117,7 @@ def local_mnist_source(server, shared_data, monkeypatch) -> None:
     monkeypatch.setitem(datafiles.SOURCES, "mnist", src._replace(files=local))
 
 
+@pytest.mark.slow
 def test_load_with_download_fetches_missing_files(local_mnist_source, tmp_path):
     with pytest.raises(VarbayesError, match="not found"):
         datasets.load("mnist", data_dir=tmp_path)
@@ -120,6 +125,7 @@ def test_load_with_download_fetches_missing_files(local_mnist_source, tmp_path):
     assert np.bincount(d.y_test).tolist()[:2] == [980, 1135]
 
 
+@pytest.mark.slow
 def test_vae_train_download_flag(local_mnist_source, tmp_path):
     """``--download`` on a command fetches the missing files before loading."""
     from varbayes.inference.cli import main

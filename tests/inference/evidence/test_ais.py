@@ -55,6 +55,7 @@ def _numpyro(p, x, z=None, **kw):
                    backend="numpyro", posterior=None if z is None else [z])
 
 
+@pytest.mark.slow
 def test_bdmc_sandwiches_the_exact_evidence(ppca):
     """Forward AIS <= log p(x) <= reverse AIS within MC error; the gap closes with T."""
     p, x, z, exact = ppca
@@ -71,6 +72,7 @@ def test_bdmc_sandwiches_the_exact_evidence(ppca):
     assert 0.4 < lo.accept.mean() < 0.95  # step sizes adapted toward 0.65
 
 
+@pytest.mark.slow
 def test_pyro_agrees_with_numpyro(ppca):
     import torch
 

@@ -22,6 +22,7 @@ def test_gaussian_fit_logpdf_is_the_fitted_normal():
         np.testing.assert_allclose(got[:, m], ref.logpdf(z[:, m]), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_matches_closed_form_in_two_dimensions():
     import jax.numpy as jnp
 

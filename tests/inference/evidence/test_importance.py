@@ -31,6 +31,7 @@ def _is(name, p, x, k, seed=0, chunk=64):
                                         seed=seed, chunk=chunk)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_exact_guide_gives_exact_evidence(backend):
     p = random_ppca(D=6, K=2, sigma=0.5)
@@ -42,6 +43,7 @@ def test_exact_guide_gives_exact_evidence(backend):
     np.testing.assert_allclose(res.ess, 8, rtol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_wide_guide_bound_tightens_with_k(backend):
     p = random_ppca(D=6, K=2, sigma=0.5, guide_scale=2.0)
@@ -56,6 +58,7 @@ def test_wide_guide_bound_tightens_with_k(backend):
     assert np.all(r1000.khat < 0.7) and np.all(r1000.ess < 1000)
 
 
+@pytest.mark.slow
 def test_backends_agree_on_the_same_parameters():
     p = random_ppca(D=5, K=2, sigma=0.7, guide_scale=1.5, seed=3)
     x, _ = simulate(p, 32, seed=4)

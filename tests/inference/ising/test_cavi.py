@@ -88,6 +88,7 @@ def test_bad_settings_raise(kwargs, match):
         cavi.run(post, **kwargs)
 
 
+@pytest.mark.slow
 def test_letter_a_sigma2_accuracy():
     """Murphy's setting (letterA, σ = 2, J = 1), 3 seeds: mean field ≤ 2.0%, Gibbs ≤ 1.7%."""
     import jax

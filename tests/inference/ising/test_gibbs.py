@@ -50,6 +50,7 @@ def test_gibbs_is_deterministic_given_the_key():
     assert a.history.shape == (26,) and a.iterations == 25
 
 
+@pytest.mark.slow
 def test_gibbs_step_only_moves_spins_and_keeps_shapes():
     post = small_posterior(3)
     import jax.numpy as jnp

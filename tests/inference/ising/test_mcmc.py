@@ -18,6 +18,7 @@ def _posterior(seed=1, J=0.4):
     return Posterior(make_couplings(J, (4, 4)), field)
 
 
+@pytest.mark.slow
 def test_marginals_within_monte_carlo_error_of_exact():
     post = _posterior()
     idata = ising_mcmc.sample(jax.random.key(0), post, num_samples=1000, burn_in=100,
@@ -33,6 +34,7 @@ def test_marginals_within_monte_carlo_error_of_exact():
     assert g.max_rhat < 1.02 and g.divergences == 0
 
 
+@pytest.mark.slow
 def test_loo_prefers_the_true_coupling_and_checks_input():
     rng = np.random.default_rng(0)
     clean = np.ones((12, 12), dtype=np.int8)

@@ -17,6 +17,7 @@ def problem(shape, noise, seed=0):
     return corrupt(clean, noise, rng)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [Noise("gaussian", 1.5), Noise("flip", 0.2)],
                          ids=lambda n: n.kind)
 def test_cavi_pyro_and_numpyro_reach_the_same_optimum(noise):
@@ -41,6 +42,7 @@ def test_closed_form_svi_stops_at_a_cavi_fixed_point_with_strong_coupling():
     assert svi.elbo == pytest.approx(float(elbo_from_mean(svi.mean, post)), abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_score_function_svi_moves_toward_the_optimum(backend):
     noise, J = Noise("gaussian", 1.0), 0.2

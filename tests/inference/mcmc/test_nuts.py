@@ -59,6 +59,7 @@ def models(backend):
     return {"normal-normal": nn, "correlated-gaussian": cg, "linear-regression": lr}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 @pytest.mark.parametrize("case", ["normal-normal", "correlated-gaussian", "linear-regression"])
 def test_nuts_matches_closed_form(backend, case):
@@ -102,6 +103,7 @@ def test_discrete_latents_and_bad_arguments_are_refused(backend):
         mcmc.nuts(mixture, backend="stan")
 
 
+@pytest.mark.slow
 def test_init_from_values_starts_there():
     model, args, *_ = models("numpyro")["normal-normal"]
     idata = mcmc.nuts(model, *args, num_chains=1, num_warmup=0, num_samples=1,

@@ -45,6 +45,7 @@ def test_gaps_on_a_correlated_gaussian_match_the_closed_form():
     np.testing.assert_allclose(grid.sd, np.tile(SD, (2, 1)), rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_monte_carlo_route_for_larger_latents():
     m = np.array([[0.3, -0.2, 1.0]])
 
@@ -73,6 +74,7 @@ def vae_run():
     return Run(numpyro_model, vae, {"backend": "numpyro"}, None, None), x
 
 
+@pytest.mark.slow
 def test_nuts_latent_draws_match_the_grid_posterior(vae_run):
     run, x = vae_run
     lj = am.vae_log_joint(numpyro_twin(run), x)

@@ -39,6 +39,7 @@ def _quadrature(vmod, vae, x, n=301, lim=7.0):
     return logsumexp(ll + lp[:, None], axis=0) + 2 * np.log(g[1] - g[0])
 
 
+@pytest.mark.slow
 def test_is_over_z_matches_quadrature(runs):
     run = load_run(runs["map"])
     x = run.data.x_test[:10]
@@ -66,6 +67,7 @@ def test_bayesian_run_predictive_and_average(runs):
     np.testing.assert_allclose(e.average, e.per_theta.mean(0))
 
 
+@pytest.mark.slow
 def test_the_cli_reports_this_function(runs, tmp_path):
     """varbayes evidence on a Bayesian run is bayesian_log_evidence: the same numbers."""
     import json

@@ -11,6 +11,7 @@ from varbayes.inference.vae.weights_posterior import INVARIANT, plot_overlay, we
 from varbayes.models.errors import VarbayesError
 
 
+@pytest.mark.slow
 @pytest.mark.slow  # NUTS compile + sampling: about 70 s on the loaded 2-core machine
 def test_tiny_weights_posterior(tmp_path):
     rng = np.random.default_rng(0)

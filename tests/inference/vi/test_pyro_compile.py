@@ -24,6 +24,9 @@ from varbayes.models.errors import VarbayesError
 from varbayes.models.vae import pyro_model as pyro_vae
 from varbayes.models.vae.config import VAEConfig
 
+#: end-to-end runs, compiles and benchmarks: not in `make test-fast`
+pytestmark = pytest.mark.slow
+
 
 def _vae_pair():
     cfg = VAEConfig(x_dim=12, z_dim=2, hidden=(5,))

@@ -49,6 +49,7 @@ def _fit(backend, train, test, tmp_path=None, cfg=CFG, resume=False, transform=b
                eval_hide=("theta_prior",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])
 def test_elbo_rises(digits, backend, elbo):
@@ -61,6 +62,7 @@ def test_elbo_rises(digits, backend, elbo):
     assert r.n_params == 64 * 32 + 32 + 2 * (32 * 4 + 4) + 4 * 32 + 32 + 32 * 64 + 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_particles_adagrad_and_weight_decay(digits, backend):
     train, test = digits
@@ -77,6 +79,7 @@ def _flat(backend, params):
     return {str(i): np.asarray(v) for i, v in enumerate(jax.tree_util.tree_leaves(params))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, elbo, jit, compiler", [
     ("pyro", "meanfield", True, "auto"), ("pyro", "trace", True, "auto"),
     ("pyro", "meanfield", True, "inductor"), ("pyro", "meanfield", False, "auto"),

@@ -59,6 +59,7 @@ def test_compare_ranks_the_true_model_first_and_flags_bad_k():
         diagnostics.compare({"good": good})
 
 
+@pytest.mark.slow
 def test_mean_field_underestimates_correlated_variance():
     """KL(q||p) with q fully factorized: var_i = 1/Λ_ii = 1 - ρ² for unit variances."""
     import jax
