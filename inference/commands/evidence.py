@@ -82,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-data", type=int, default=None,
                    help="first N test datapoints (default all)")
     p.add_argument("--batch-size", type=int, default=500, help="datapoints per batch")
-    p.add_argument("--chunk", type=int, default=100, help="samples drawn at once (memory)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="IS samples drawn at once (memory); default: chosen from the batch size")
     p.add_argument("--ais-steps", default="100",
                    help="AIS: intermediate distributions T, comma-separated for a curve; the "
                         "largest gives the 'ais' metric (default 100)")

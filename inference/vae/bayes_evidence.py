@@ -99,7 +99,7 @@ class BayesEvidence(NamedTuple):
 
 def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_theta: int = 10,
                           seed: int = 0, c: np.ndarray | None = None, batch_size: int = 500,
-                          *, estimators: Sequence[str] = ("is",), chunk: int = 100,
+                          *, estimators: Sequence[str] = ("is",), chunk: int | None = None,
                           prefix_ks: Sequence[int] = (), ais_steps: Sequence[int] = (100,),
                           ais_options: AISOptions = DEFAULTS,
                           hmc_options: HMCEvidenceOptions | None = None,
@@ -141,7 +141,8 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_
 
 
 def _point_evidence(run: Run, x: np.ndarray, c: np.ndarray | None, names: Sequence[str], *,
-                    k: int, seed: int, batch_size: int, chunk: int, prefix_ks: Sequence[int],
+                    k: int, seed: int, batch_size: int, chunk: int | None,
+                    prefix_ks: Sequence[int],
                     ais_steps: Sequence[int], ais_options: AISOptions,
                     hmc_options: HMCEvidenceOptions | None, progress: Progress
                     ) -> dict[str, Any]:
@@ -295,7 +296,8 @@ def evidence_metrics(ev: BayesEvidence, names: Sequence[str]) -> dict[str, Any]:
 
 def write_evidence(run: Run, out: Path, estimators: Sequence[str], *,
                    n_data: int | None = None, k: int = 1000, n_theta: int = 10, seed: int = 0,
-                   batch_size: int = 500, chunk: int = 100, ais_steps: Sequence[int] = (100,),
+                   batch_size: int = 500, chunk: int | None = None,
+                   ais_steps: Sequence[int] = (100,),
                    ais_options: AISOptions = DEFAULTS,
                    hmc_options: HMCEvidenceOptions | None = None, progress: Progress = None
                    ) -> tuple[BayesEvidence, dict[str, Any]]:

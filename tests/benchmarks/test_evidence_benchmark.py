@@ -19,3 +19,16 @@ def test_quick_run_reports_seconds_and_memory():
     # estimate up to Monte-Carlo noise (measured: -44.97 and -44.96)
     assert -2000 < m["numpyro_log_px"] < 0
     assert abs(m["numpyro_log_px"] - m["pyro_log_px"]) < 0.5
+    assert m["gflop"] > 0 and m["sgemm_gflops_jax"] > 0 and m["sgemm_gflops_torch"] > 0
+    assert m["numpyro_over_roofline"] == pytest.approx(m["numpyro_seconds"]
+                                                       / m["roofline_seconds"])
+
+
+def test_gemm_count_of_the_full_run():
+    from benchmarks import evidence
+
+    gflop, shapes = evidence.gemms(quick=False, x_dim=784, rows=10_000)
+    assert shapes == [(10_000, 50, 200), (10_000, 200, 200), (10_000, 200, 784)]
+    decoder = 2 * 1000 * 5000 * (50 * 200 + 200 * 200 + 200 * 784)
+    encoder = 2 * 1000 * (784 * 200 + 200 * 200 + 2 * 200 * 50)
+    assert gflop == pytest.approx((decoder + encoder) / 1e9)
