@@ -37,6 +37,7 @@ def _evidence(args: argparse.Namespace) -> int:
     check(args.k >= 1, f"--k must be >= 1, got {args.k}")
     check(args.n_data is None or args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
+    check(args.chunk is None or args.chunk >= 1, f"--chunk must be >= 1, got {args.chunk}")
     steps, ais_opts = _ais_options(args) if "ais" in names else ([100], ais.DEFAULTS)
     hmc_opts = hmc.HMCEvidenceOptions(n_samples=args.hmc_samples, n_warmup=args.hmc_warmup)
     if "hmc" in names:

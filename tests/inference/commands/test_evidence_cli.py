@@ -67,6 +67,7 @@ def test_backends_agree_on_the_same_weights(runs):
     (["--k", "0"], "--k must be >= 1, got 0"),
     (["--estimators", "is,magic"], "unknown estimator"),
     (["--n-data", "0"], "--n-data must be >= 1"),
+    (["--chunk", "0"], "--chunk must be >= 1, got 0"),
 ])
 def test_bad_input_one_line(runs, argv, match, tmp_path, capsys):
     capsys.readouterr()

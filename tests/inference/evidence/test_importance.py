@@ -122,3 +122,33 @@ def test_estimators_on_log_weights():
                                w.sum(0) ** 2 / (w**2).sum(0))
     heavy = np.log(rng.pareto(0.5, size=(2000, 1)) + 1)  # infinite-variance weights
     assert evidence.pareto_k(heavy)[0] > 0.7 > evidence.pareto_k(log_w).max()
+
+
+def test_numpyro_chunks_run_in_one_call_with_the_per_chunk_keys():
+    """The compiled loop over a batch's chunks draws with chunk c of batch b the key
+    fold_in(fold_in(key(seed), b), c), the remainder chunk included: the log weights are
+    those of one call per chunk."""
+    import jax
+
+    m, arr = _backend("numpyro")
+    p = random_ppca(D=3, K=2, sigma=0.5)
+    x = arr(simulate(p, 12)[0])
+    draw = evidence._numpyro_draws(m.model, m.guide, "data", seed=5)
+    got = draw(1, 23, 5, (p, x), {})  # 4 full chunks of 5 and one of 3
+    key = jax.random.fold_in(jax.random.key(5), 1)
+    want = np.concatenate([
+        np.asarray(evidence.numpyro_log_weights(m.model, m.guide, jax.random.fold_in(key, c),
+                                                min(5, 23 - 5 * c), p, x))
+        for c in range(5)])
+    assert got.shape == (23, 12) and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_chunk_from_the_batch_size():
+    x = np.zeros((100, 784), np.float32)
+    assert evidence.auto_chunk(5000, ((x,), {})) == evidence.CHUNK_FLOATS // (100 * 784)
+    assert evidence.auto_chunk(20, ((x,), {})) == 20  # never more than K
+    assert evidence.auto_chunk(5000, ((np.zeros((10**6, 10**3)),), {})) == 1
+    p = random_ppca(D=3, K=2, sigma=0.5)
+    with pytest.raises(VarbayesError, match="chunk must be >= 1, got 0"):
+        _is("numpyro", p, simulate(p, 4)[0], 10, chunk=0)
