@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/varbayes demo --out runs/demo
 
-# pytest-xdist: one worker per core, each test file on one worker (its fixtures built once)
+# pytest-xdist: one worker per core, each test file on one worker (its module-scoped fixtures
+# built once; spreading single tests rebuilt them and was slower)
 PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
 
 # Everything: every accuracy test, the docs' code, the CLI end to end, the site. CI runs this.

@@ -44,7 +44,9 @@ from benchmarks._timing import interleaved_medians
 from varbayes.models.vae.config import VAEConfig
 
 X_DIM, HIDDEN, Z_DIM, BATCH = 784, 400, 20, 128
-#: ``--quick``: a tiny network, only to check the plumbing.
+#: ``--quick``: a tiny network, only to check the plumbing. It compiles without inductor
+#: (``torch.compile``'s ``aot_eager`` backend, TorchScript for our Pyro step): inductor's
+#: C++ compile takes 15-25 s per graph here, and its own tests cover it.
 QUICK_HIDDEN, QUICK_Z = 16, 2
 
 
@@ -99,7 +101,8 @@ def torch_routes(x_np: np.ndarray, steps: int, n_data: int,
             kl = 0.5 * (loc**2 + sd**2 - 2 * torch.log(sd) - 1).sum(-1)
             return -scale * (rec - kl).sum()
 
-        loss_fn = torch.compile(loss_fn) if compiled else loss_fn
+        if compiled:
+            loss_fn = torch.compile(loss_fn, backend="aot_eager" if quick else "inductor")
 
         def run() -> None:
             for _ in range(steps):
@@ -149,7 +152,7 @@ def torch_routes(x_np: np.ndarray, steps: int, n_data: int,
         return run
 
     builders = {
-        "pyro": lambda: ours("inductor"),
+        "pyro": lambda: ours("torchscript" if quick else "inductor"),
         "pyro_torchscript": lambda: ours("torchscript"),
         "pyro_nojit": lambda: ours("none"),
         "pyro_svi_stock": lambda: stock(pyro.infer.TraceMeanField_ELBO(), True),
