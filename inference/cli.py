@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from varbayes import __version__
 from varbayes.inference.commands import compare, data, demo, evidence, ising, mcmc, vae
+from varbayes.inference.commands._options import check_common
 from varbayes.inference.io import set_quiet, set_verbose
 from varbayes.models.errors import VarbayesError
 
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_quiet(getattr(args, "quiet", False))
     set_verbose(getattr(args, "verbose", False))
     try:
+        check_common(args)
         return int(args.func(args) or 0)
     except VarbayesError as e:
         print(f"varbayes {args.command}: error: {e}", file=sys.stderr)

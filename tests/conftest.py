@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if SHARED_DATA.is_dir() and not os.environ.get("VARBAYES_DATA"):
     os.environ["VARBAYES_DATA"] = str(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_param_store():
+    """Each test starts with an empty Pyro param store, the one global state we keep: a
+    model's ``pyro.module`` would otherwise take a same-named param that an earlier test on
+    the same worker left behind (with pytest-xdist the order of tests varies)."""
+    pyro = sys.modules.get("pyro")
+    if pyro is not None:
+        pyro.clear_param_store()
 
 
 @pytest.fixture

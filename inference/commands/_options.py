@@ -20,6 +20,20 @@ def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool 
                         help="also show other libraries' own progress bars (NumPyro's MCMC)")
 
 
+#: Seeds are 32-bit unsigned integers in numpy, torch and JAX alike.
+MAX_SEED = 2**32 - 1
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """One-line errors for the options of :func:`add_common`, before any work."""
+    seed = getattr(args, "seed", None)
+    check(seed is None or 0 <= seed <= MAX_SEED,
+          f"--seed must be in [0, {MAX_SEED}], got {seed}")
+    out = getattr(args, "out", None)
+    check(out is None or str(out).strip() != "",
+          "--out must name a folder, got an empty string: pass --out DIR")
+
+
 def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> None:
     """Add ``--data-dir`` (falls back to $VARBAYES_DATA, then ~/.cache/varbayes).
 
@@ -54,7 +68,9 @@ def add_nuts_options(p: argparse.ArgumentParser, *, n_data: int, chains: int, wa
 def check_nuts_options(args: argparse.Namespace) -> None:
     """One-line errors for the options of :func:`add_nuts_options`."""
     check(args.samples >= 1, f"--samples must be >= 1, got {args.samples}")
-    check(args.warmup >= 0, f"--warmup must be >= 0, got {args.warmup}")
+    check(args.warmup >= 1, f"--warmup must be >= 1, got {args.warmup}: NUTS adapts its step "
+                            "size and mass matrix in warm-up, and the gate and KL computed "
+                            "from unadapted draws mean nothing")
     check(args.chains >= 1, f"--chains must be >= 1, got {args.chains}")
     check(args.n_data >= 1, f"--n-data must be >= 1, got {args.n_data}")
 

@@ -32,6 +32,8 @@ def _ais_options(args: argparse.Namespace) -> tuple[list[int], ais.AISOptions]:
 
 def _evidence(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.estimators.split(",") if s.strip()]
+    check(names, f"--estimators must name at least one of {', '.join(ESTIMATORS)}, got "
+                 f"{args.estimators!r}")
     bad = [s for s in names if s not in ESTIMATORS]
     check(not bad, f"unknown estimator(s) {', '.join(bad)}: choose from {', '.join(ESTIMATORS)}")
     check(args.k >= 1, f"--k must be >= 1, got {args.k}")

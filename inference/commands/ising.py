@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,21 +61,34 @@ def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np
         pass
     path = Path(text)
     check(path.is_file(), f"--coupling {text!r} is neither a number nor an existing .npz file")
+    need = (f"need an .npz with arrays 'horizontal' {(shape[0], shape[1] - 1)} and 'vertical' "
+            f"{(shape[0] - 1, shape[1])}")
     try:
-        with np.load(path) as f:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise VarbayesError(f"--coupling {path} is not a readable .npz file ({e}): {need}"
+                            ) from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise VarbayesError(f"--coupling {path} holds one array, not an .npz archive: {need}")
+    try:
+        with f:
             return (np.asarray(f["horizontal"]), np.asarray(f["vertical"]))
-    except (KeyError, ValueError, OSError) as e:
-        raise VarbayesError(f"--coupling {path}: need an .npz with arrays 'horizontal' "
-                            f"{(shape[0], shape[1] - 1)} and 'vertical' "
-                            f"{(shape[0] - 1, shape[1])} ({e})") from None
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise VarbayesError(f"--coupling {path}: {need} ({e})") from None
 
 
 def _load_npy(path: Path, option: str) -> np.ndarray:
     check(path.is_file(), f"{option} {path} does not exist: pass a .npy file")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise VarbayesError(f"{option} {path} is not a readable .npy array ({e})") from None
+    if not isinstance(a, np.ndarray):
+        a.close()
+        raise VarbayesError(f"{option} {path} is an .npz archive: pass one 2-D .npy array")
+    check(a.ndim == 2 and a.size > 0,
+          f"{option} {path} holds an array of shape {a.shape}: pass a non-empty 2-D image")
+    return a
 
 
 def load_problem(args: argparse.Namespace) -> Problem:
@@ -223,8 +237,11 @@ def _table(rows, description: str) -> str:
 def _gap(args: argparse.Namespace) -> int:
     check(1 <= args.size <= exact.MAX_ROWS,
           f"--size must be in [1, {exact.MAX_ROWS}] (the exact limit), got {args.size}")
-    check(args.j_max > 0 and args.points >= 2,
-          f"need --j-max > 0 and --points >= 2, got {args.j_max} and {args.points}")
+    check(math.isfinite(args.j_max) and args.j_max > 0,
+          f"--j-max must be a finite number > 0, got {args.j_max}")
+    check(args.points >= 2, f"--points must be >= 2, got {args.points}")
+    check(args.repeats >= 1, f"--repeats must be >= 1 (noisy images averaged per J), got "
+                             f"{args.repeats}")
     noise = validate_noise(Noise("gaussian", args.sigma))
     out = out_dir(args.out)
     Js = np.linspace(args.j_max / args.points, args.j_max, args.points)

@@ -138,9 +138,10 @@ def analyse_latent(run: Run, n_data: int, *, chains: int, warmup: int, samples: 
 
 
 def pair_coords(idata: Any) -> dict[str, list[int]]:
-    """The pair plot shows the latents of the first two images (it grows with their square)."""
+    """The pair plot shows the latents of the first two images (it grows with their square),
+    or of the only one."""
     dim = idata.posterior["z"].dims[2]  # "data" (the NumPyro plate) or "z_dim_0"
-    return {dim: [0, 1]}
+    return {dim: list(range(min(2, idata.posterior.sizes[dim])))}
 
 
 def write_latent_outputs(res: LatentAnalysis, out: Path, prefix: str = "") -> list[Path]:

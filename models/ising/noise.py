@@ -26,6 +26,11 @@ class Noise(NamedTuple):
     scale: float
 
 
+#: Smallest --sigma: the local fields 2y/σ² must stay finite in float32 (max 3.4e38), summed
+#: over a million pixels. Noise this small makes thresholding the observation exact anyway.
+MIN_SIGMA = 1e-15
+
+
 def validate_noise(noise: Noise) -> Noise:
     """Return ``noise`` unchanged, or raise :class:`VarbayesError` saying what is wrong."""
     check(noise.kind in NOISE_KINDS,
@@ -34,6 +39,9 @@ def validate_noise(noise: Noise) -> Noise:
     if noise.kind == "gaussian":
         check(np.isfinite(s) and s > 0,
               f"--sigma must be > 0, got {s}: pass a positive noise standard deviation")
+        check(s >= MIN_SIGMA,
+              f"--sigma must be >= {MIN_SIGMA:g}, got {s:g}: below it the fields 1/σ² overflow "
+              "float32; at such noise thresholding the observation (sign of y) is exact")
     else:
         check(np.isfinite(s) and 0 < s < 0.5,
               f"--flip-prob must be in (0, 0.5), got {s}: pass the chance that a pixel flips")
