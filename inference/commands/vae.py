@@ -226,7 +226,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--compiler", choices=COMPILERS, default="auto",
                    help="pyro: torch.compile (inductor) or TorchScript for the ELBO; auto: "
                         f"inductor from {INDUCTOR_MIN_STEPS} steps on, where its compile time "
-                        "(15-20 s) pays off (default auto)")
+                        "(15-25 s) pays off (default auto)")
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     t.add_argument("--n-test", type=int, default=None, help="use the first N test images")
     t.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
