@@ -9,6 +9,7 @@ input; :func:`main` turns that into one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
@@ -64,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("varbayes: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, a read-only mount, a folder where a file goes ...
+        code = errno.errorcode.get(e.errno or 0, "")
+        where = f": {e.filename}" if e.filename else ""
+        print(f"varbayes {args.command}: error: {e.strerror or e}"
+              f"{f' ({code})' if code else ''}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -151,7 +151,8 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None) -> I
 
 
 def out_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and parents) if needed and return it; fail clearly if it is a file."""
+    """Create ``path`` (and parents) if needed and return it; fail clearly, before any work,
+    if it is a file or cannot be written (a file is created there and removed)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise VarbayesError(f"--out {p} exists and is not a directory: choose another path")
@@ -159,6 +160,13 @@ def out_dir(path: str | os.PathLike[str]) -> Path:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VarbayesError(f"cannot create --out {p}: {e.strerror}") from None
+    try:
+        fd, probe = temp_file(p / "write-test")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise VarbayesError(f"--out {p} is not writable ({e.strerror}): choose a folder you "
+                            "can write to") from None
     return p
 
 
@@ -205,8 +213,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # name the file, not the fd
+            raise OSError(e.errno, e.strerror, str(p)) from e
         raise
     return p
 
