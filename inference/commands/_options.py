@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from varbayes.models.errors import VarbayesError, check
 
@@ -32,6 +33,22 @@ def check_common(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     check(out is None or str(out).strip() != "",
           "--out must name a folder, got an empty string: pass --out DIR")
+    if out is not None and getattr(args, "run_dir", None) is not None and not args.force:
+        check_not_a_run(Path(out), [args.run_dir, *str(getattr(args, "variants", "")
+                                                      or "").split(",")])
+
+
+def check_not_a_run(out: Path, runs: list[str]) -> None:
+    """Refuse an ``--out`` that is one of the ``runs`` read, or any training run folder (it
+    holds ``checkpoint.npz``): its metrics.json and figures would be overwritten."""
+    target = out.resolve()
+    for run in (r for r in runs if r.strip()):
+        check(target != Path(run).resolve(),
+              f"--out {out} is the run folder {run} that this command reads: its "
+              "metrics.json and figures would be overwritten; pass another --out (or --force)")
+    check(not (target / "checkpoint.npz").exists(),
+          f"--out {out} holds a training run (checkpoint.npz): its metrics.json and figures "
+          "would be overwritten; pass another --out (or --force)")
 
 
 def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> None:
@@ -53,6 +70,9 @@ def add_run_dir(parser: argparse.ArgumentParser) -> None:
     """Add the positional ``RUN_DIR``: the ``--out`` of ``varbayes vae train``."""
     parser.add_argument("run_dir", metavar="RUN_DIR",
                         help="the --out folder of 'varbayes vae train'")
+    parser.add_argument("--force", action="store_true",
+                        help="write into --out even if it is RUN_DIR or another training run "
+                             "(its metrics.json and figures are overwritten)")
 
 
 def add_nuts_options(p: argparse.ArgumentParser, *, n_data: int, chains: int, warmup: int,

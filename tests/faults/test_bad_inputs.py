@@ -108,3 +108,36 @@ def test_bad_arrays_and_archives_are_one_line(option, name, needle, tmp_path, ca
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and option in err[0], err
+
+
+def _fake_run(folder):
+    folder.mkdir()
+    (folder / "checkpoint.npz").write_bytes(b"not read: the refusal comes first")
+    (folder / "metrics.json").write_text('{"test_elbo": -1.0}')
+    return folder
+
+
+@pytest.mark.parametrize("command", [["vae", "sample"], ["vae", "reconstruct"],
+                                     ["vae", "inpaint"], ["evidence"], ["mcmc"], ["compare"]])
+def test_out_equal_to_the_run_folder_is_refused(command, tmp_path, capsys):
+    """Issue 16, item 2: ``--out RUN`` overwrote the run's metrics.json and figures."""
+    run = _fake_run(tmp_path / "run")
+    assert main([*command, str(run), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the run folder" in err[0] and "--force" in err[0], err
+    assert (run / "metrics.json").read_text() == '{"test_elbo": -1.0}'
+    other = _fake_run(tmp_path / "other")  # another training run is protected too
+    assert main([*command, str(run), "--out", str(other)]) == 2
+    assert "holds a training run (checkpoint.npz)" in capsys.readouterr().err
+
+
+def test_compare_out_equal_to_a_variant_is_refused_and_force_lets_it_through(tmp_path,
+                                                                            capsys):
+    run, variant = _fake_run(tmp_path / "run"), _fake_run(tmp_path / "variant")
+    assert main(["compare", str(run), "--variants", str(variant), "--out",
+                 str(variant)]) == 2
+    assert "is the run folder" in capsys.readouterr().err
+    # --force passes this check; the fake checkpoint is then refused when it is read
+    assert main(["vae", "sample", str(run), "--out", str(run), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "is the run folder" not in err and "holds a training run" not in err
