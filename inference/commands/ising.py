@@ -53,6 +53,10 @@ class Problem(NamedTuple):
     J: float | tuple[np.ndarray, np.ndarray]
 
 
+#: What numpy raises on an empty, truncated or foreign .npy/.npz file.
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+
+
 def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np.ndarray]:
     """``--coupling``: a number, or an .npz file with ``horizontal`` and ``vertical`` arrays."""
     try:
@@ -65,7 +69,7 @@ def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np
             f"{(shape[0] - 1, shape[1])}")
     try:
         f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except _READ_ERRORS as e:
         raise VarbayesError(f"--coupling {path} is not a readable .npz file ({e}): {need}"
                             ) from None
     if not isinstance(f, np.lib.npyio.NpzFile):
@@ -73,7 +77,7 @@ def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np
     try:
         with f:
             return (np.asarray(f["horizontal"]), np.asarray(f["vertical"]))
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (KeyError, *_READ_ERRORS) as e:
         raise VarbayesError(f"--coupling {path}: {need} ({e})") from None
 
 
@@ -81,7 +85,7 @@ def _load_npy(path: Path, option: str) -> np.ndarray:
     check(path.is_file(), f"{option} {path} does not exist: pass a .npy file")
     try:
         a = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except _READ_ERRORS as e:
         raise VarbayesError(f"{option} {path} is not a readable .npy array ({e})") from None
     if not isinstance(a, np.ndarray):
         a.close()

@@ -321,6 +321,11 @@ def _batches(N: int, M: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [perm[i * M:(i + 1) * M] for i in range(N // M)]
 
 
+def _steps_per_epoch(N: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of N datapoints (the shuffled remainder is dropped)."""
+    return max(N // min(batch_size, N), 1)
+
+
 def _diverged(epoch: int, step: int, checkpoint: Path | None, done: int) -> TrainingDivergedError:
     where = (f"the last good checkpoint ({done} epochs) is kept in {checkpoint}"
              if checkpoint is not None and done > 0 else "no checkpoint was written")
@@ -340,7 +345,7 @@ def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Tra
     """
     t_start = time.perf_counter()
     done = start
-    per_epoch = max(N // min(options.batch_size, N), 1)
+    per_epoch = _steps_per_epoch(N, options.batch_size)
     with Progress(per_epoch * (options.epochs - start), "fit") as bar:
         for epoch in range(start, options.epochs):
             bar.note(epoch=f"{epoch + 1}/{options.epochs}")
@@ -572,9 +577,9 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             start = int(header["epoch"])
         history = _new_history(eval_sets, header)
 
-        per_epoch = max(N // min(options.batch_size, N), 1)
         loss = pyro_loss(options, train_model, train_guide, params,
-                         pyro_compiler(options, per_epoch * options.epochs))
+                         pyro_compiler(options,
+                                       _steps_per_epoch(N, options.batch_size) * options.epochs))
         one_step = pyro_step(loss, optimizer)
         if options.jit:
             # Compile before any real step (gradients discarded, params untouched): inductor
