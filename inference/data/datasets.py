@@ -10,6 +10,7 @@ the embedded default that needs no files), ``mnist``, ``fashion-mnist``,
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import NamedTuple
 
@@ -244,8 +245,8 @@ def read_grayscale(path: Path) -> np.ndarray:
             else:
                 img = np.asarray(im.convert("RGB").convert("F"), dtype=np.float64) / 255.0
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
-            SyntaxError) as e:
-        raise VarbayesError(f"cannot read image {path}: {e}") from None
+            SyntaxError, EOFError, NotImplementedError, struct.error, MemoryError) as e:
+        raise VarbayesError(f"cannot read image {path}: {df.one_line(e)}") from None
     if img.ndim != 2 or img.size == 0:
         raise VarbayesError(f"cannot read image {path}: expected a 2-D image, got {img.shape}")
     return img

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import struct
+import tokenize
+import warnings
+import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -148,33 +153,62 @@ def check_content(name: str, key: str, array: np.ndarray, where: Path) -> None:
 # ---------------------------------------------------------------- parsers of original formats
 
 _IDX_MAGIC = {2051: 3, 2049: 1}  # images (n, rows, cols), labels (n,)
+_FIX = "delete it and download it again"
+
+#: What numpy, zipfile, gzip and zlib raise on an empty, truncated, corrupt or foreign
+#: .npy/.npz/.gz file: SyntaxError and tokenize's error from numpy's header parser, KeyError
+#: for an array missing from an .npz, NotImplementedError for an unknown zip compression,
+#: MemoryError when a corrupt header claims terabytes, and more.
+READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+               struct.error, SyntaxError, tokenize.TokenError, NotImplementedError,
+               OverflowError, MemoryError)
+
+
+def _read_at_most(f: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``f``, read in blocks: never more than that is held."""
+    blocks = []
+    while limit > 0 and (block := f.read(min(limit, 1 << 22))):
+        blocks.append(block)
+        limit -= len(block)
+    return b"".join(blocks)
 
 
 def parse_idx_gz(path: Path, expected_magic: int) -> np.ndarray:
     """Parse a gzipped IDX file (MNIST format) into a uint8 array.
 
-    Raises a clear :class:`VarbayesError` for a truncated gzip stream, a wrong magic number
-    or a payload whose size disagrees with the header.
+    Raises a clear :class:`VarbayesError` for a truncated or corrupt gzip stream, a wrong
+    magic number or a payload whose size disagrees with the header. At most one byte more
+    than the header claims is decompressed, so a corrupt file cannot fill memory.
     """
+    ndim = _IDX_MAGIC[expected_magic]
+    offset = 4 + 4 * ndim
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
+            head = f.read(offset)
+            if len(head) < offset:
+                raise VarbayesError(f"{path}: IDX header is {len(head)} bytes, expected "
+                                    f"{offset}; the file is truncated or corrupt: {_FIX}")
+            magic = int.from_bytes(head[:4], "big")
+            if magic != expected_magic:
+                raise VarbayesError(f"{path}: wrong IDX magic number {magic}, expected "
+                                    f"{expected_magic}; the file is corrupt or another "
+                                    f"dataset's: {_FIX}")
+            dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+            size = math.prod(dims)
+            raw = _read_at_most(f, size + 1)  # at EOF gzip checks the stream's CRC
     except (EOFError, OSError, zlib.error) as e:
-        raise VarbayesError(f"{path} is truncated or not gzip ({e}); delete it and "
-                            "download it again") from None
-    if len(raw) < 8:
-        raise VarbayesError(f"{path}: IDX header is {len(raw)} bytes, expected at least 8")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != expected_magic:
-        raise VarbayesError(f"{path}: wrong IDX magic number {magic}, expected {expected_magic}")
-    ndim = _IDX_MAGIC[magic]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    size = int(np.prod(dims))
-    if len(raw) - offset != size:
-        raise VarbayesError(f"{path}: IDX header says shape {tuple(dims)} = {size} bytes, but "
-                            f"the file holds {len(raw) - offset}; it is truncated or corrupt")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+        raise VarbayesError(f"{path} is truncated or not gzip ({one_line(e)}); {_FIX}"
+                            ) from None
+    if len(raw) != size:
+        more = " or more" if len(raw) > size else ""
+        raise VarbayesError(f"{path}: IDX header says shape {dims} = {size} bytes, but the "
+                            f"file holds {len(raw)}{more}; it is truncated or corrupt: {_FIX}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (a library's message may span several lines)."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def parse_amat(path: Path, n_features: int = 784) -> np.ndarray:
@@ -184,37 +218,123 @@ def parse_amat(path: Path, n_features: int = 784) -> np.ndarray:
     n_lines = int(np.count_nonzero(raw == ord("\n"))) or 1
     if digits.size % n_features or digits.size // n_features not in (n_lines, n_lines + 1):
         raise VarbayesError(f"{path}: {digits.size} binary values on {n_lines} lines is not "
-                            f"whole rows of {n_features}; the file is truncated or corrupt")
+                            f"whole rows of {n_features}; the file is truncated or corrupt: "
+                            f"{_FIX}")
     return digits.reshape(-1, n_features)
 
 
+#: MAT v5 data element types whose data scipy reads (1-7, 9, 12, 13, 16-18). scipy looks the
+#: type up in a table without a range check, so any other type in a data element crashes the
+#: interpreter (SIGSEGV; scipy PR 25349, not merged as of scipy 1.17).
+_MAT_DATA_TYPES = frozenset((1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18))
+_MAT_NUMERIC_CLASSES = frozenset((4, *range(6, 16)))  # char, double, single, (u)int8-64
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MAT_MAX_INFLATED = 1 << 28  # bytes one compressed variable may inflate to
+
+
+def _mat5_problem(raw: bytes) -> str | None:
+    """What in a MAT v5 file would crash scipy's reader, or None.
+
+    Walks the element tags in the order ``loadmat`` reads them. Only numeric and char
+    variables are accepted (Frey's file holds one uint8 matrix): a cell, struct, sparse or
+    object variable is refused rather than followed. MAT v4 and v7.3 files, which scipy
+    reads in Python or refuses, pass through.
+    """
+    if len(raw) < 128 or 0 in raw[:4] or raw[124 + (raw[126] == ord("I"))] != 1:
+        return None
+    order = "<" if raw[126:128] == b"IM" else ">"
+    pos = 128
+    while pos < len(raw):
+        if pos + 8 > len(raw):
+            return "a cut variable tag"
+        mdtype, nbytes = struct.unpack_from(order + "II", raw, pos)
+        start, pos = pos + 8, pos + 8 + nbytes
+        if mdtype == _MI_COMPRESSED:
+            inflate = zlib.decompressobj()
+            try:
+                buf = inflate.decompress(raw[start:pos], _MAT_MAX_INFLATED)
+            except zlib.error:
+                return "a corrupt compressed variable"
+            if inflate.unconsumed_tail:
+                return f"a compressed variable of more than {_MAT_MAX_INFLATED} bytes"
+            if len(buf) < 8 or struct.unpack_from(order + "I", buf)[0] != _MI_MATRIX:
+                return "a compressed element that is not a matrix"
+            why = _mat5_matrix_problem(buf, 8, order)
+        elif mdtype == _MI_MATRIX:
+            why = _mat5_matrix_problem(raw, start, order)
+        else:
+            why = f"a top-level element of type {mdtype}, not a matrix"
+        if why:
+            return why
+    return None
+
+
+def _mat5_matrix_problem(buf: bytes, pos: int, order: str) -> str | None:
+    """What in the matrix whose array flags start at ``buf[pos]`` would crash scipy."""
+    if pos + 16 > len(buf):
+        return "a cut matrix header"
+    flags = struct.unpack_from(order + "I", buf, pos + 8)[0]  # after the flags' own tag
+    if flags & 0xFF not in _MAT_NUMERIC_CLASSES:
+        return f"a variable of MATLAB class {flags & 0xFF}, not a numeric array"
+    pos += 16
+    for _ in range(4 if flags >> 11 & 1 else 3):  # dims, name, real part (imaginary part)
+        if pos + 8 > len(buf):
+            return "a cut data element"
+        mdtype, nbytes = struct.unpack_from(order + "II", buf, pos)
+        if mdtype >> 16:  # small element: type and size share the first word
+            mdtype, pos = mdtype & 0xFFFF, pos + 8
+        else:
+            pos += 8 + nbytes + -nbytes % 8  # data padded to 8 bytes
+        if mdtype not in _MAT_DATA_TYPES:
+            return f"a data element of unknown type {mdtype}"
+    return None
+
+
 def parse_frey_mat(path: Path) -> np.ndarray:
-    """Read ``ff`` (560, 1965) uint8 from Roweis's ``frey_rawface.mat`` (via scipy)."""
+    """Read ``ff`` (560, 1965) uint8 from Roweis's ``frey_rawface.mat`` (via scipy, once
+    :func:`_mat5_problem` has checked that scipy can read the file without crashing)."""
     from scipy.io import loadmat
 
     try:
-        ff = loadmat(path)["ff"]
+        why = _mat5_problem(path.read_bytes())
+        if why is None:
+            ff = np.asarray(loadmat(path)["ff"])
+            if ff.ndim != 2 or ff.dtype.kind not in "biuf":
+                why = f"'ff' is {ff.dtype} of shape {ff.shape}, not a 2-D array of numbers"
     except Exception as e:  # scipy raises many types for bad files
-        raise VarbayesError(f"{path}: not a MATLAB file with variable 'ff' ({e})") from None
+        why = f"not a MATLAB file with variable 'ff' ({one_line(e)})"
+    if why is not None:
+        raise VarbayesError(f"{path} is corrupt or not Frey Face's .mat ({why}): {_FIX}")
     return np.ascontiguousarray(ff, dtype=np.uint8)
 
 
 def parse_letter_csv(path: Path) -> np.ndarray:
     """Read ``letterA.csv`` (128 lines of 128 integers, no header) into uint8 (128, 128)."""
     try:
-        img = np.loadtxt(path, delimiter=",", ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # an empty file: refused below
+            img = np.loadtxt(path, delimiter=",", ndmin=2)
     except ValueError as e:
-        raise VarbayesError(f"{path}: not a CSV of integers ({e})") from None
+        raise VarbayesError(f"{path}: not a CSV of integers ({one_line(e)}): {_FIX}"
+                            ) from None
+    if img.size == 0 or not np.all((img >= 0) & (img <= 255) & (img == np.round(img))):
+        raise VarbayesError(f"{path}: expected a CSV of integers 0-255, found "
+                            f"{'nothing' if img.size == 0 else 'other values'}; the file is "
+                            f"corrupt: {_FIX}")
     return img.astype(np.uint8)
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Read an ``.npz`` of plain arrays; pickled objects are refused (no code runs)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, zlib.error) as e:
-        raise VarbayesError(f"{path}: not a readable .npz of plain arrays ({e})") from None
+        z = np.load(path, allow_pickle=False)
+        if isinstance(z, np.lib.npyio.NpzFile):
+            with z:
+                return {k: z[k] for k in z.files}
+    except READ_ERRORS as e:
+        raise VarbayesError(f"{path}: not a readable .npz of plain arrays ({one_line(e)}): "
+                            f"{_FIX}") from None
+    raise VarbayesError(f"{path} holds one .npy array, not an .npz archive: {_FIX}")
 
 
 #: Parsers that turn a downloaded original file into the arrays its content hashes cover.

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from varbayes.inference.data.files import READ_ERRORS
 from varbayes.inference.io import atomic_write_bytes
 from varbayes.models.errors import VarbayesError, check
 
@@ -55,11 +55,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     p = Path(path)
     check(p.is_file(), f"no checkpoint at {p}: pass a run folder written by 'varbayes vae train'")
     try:
-        with np.load(p, allow_pickle=False) as f:
+        f = np.load(p, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("one .npy array, not an .npz archive")
+        with f:
             header = json.loads(f["header"].tobytes().decode())
             arrays = {k[2:]: f[k] for k in f.files if k.startswith("a/")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-            UnicodeDecodeError) as e:
+    except (*READ_ERRORS, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise VarbayesError(f"checkpoint {p} is corrupt or not a varbayes checkpoint "
                             f"({type(e).__name__}): delete it or train again") from None
     check(isinstance(header, dict) and header.get("format") == FORMAT,
