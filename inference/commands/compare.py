@@ -5,7 +5,8 @@ q_φ(z|x), both as InferenceData (:mod:`varbayes.inference.vae.latent_posterior`
 side in ``az.summary`` tables, the diagnostics gate, the plots (trace, rank, pair, energy,
 forest), the amortization gap, and model comparison by PSIS-LOO and WAIC:
 
-* **VAE variants** (``--variants``, other runs on the same data): the pointwise
+* **VAE variants** (``--variants``, other runs on the same dataset, image size and
+  binarization, refused otherwise; each scored on the first run's test images): the pointwise
   log-likelihood of test image i at draw s is log p(x_i | z_i^s) with z_i^s ~ p(z_i | x_i).
   Only x_i informs z_i, so leaving x_i out returns z_i to its prior and elpd_loo,i estimates
   log p(x_i) itself: LOO here compares the models' held-out evidence, computed by PSIS from
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from varbayes.inference.commands._limits import check_latent_draws_fit, check_nuts_steps
 from varbayes.inference.commands._options import (
     add_common,
     add_data_dir,
@@ -55,6 +57,27 @@ from varbayes.inference.workflow.diagnostics import (
     plot_forest_comparison,
     plot_ppc,
 )
+from varbayes.models.errors import check
+
+
+def _data_of(header: dict[str, Any]) -> dict[str, str]:
+    """What a run's test images depend on: its dataset, image size and binarization."""
+    meta = header["meta"]
+    return {"dataset": f"dataset {meta['run']['dataset']}",
+            "pixels": f"{meta['vae']['x_dim']} pixels",
+            "binarize": f"--binarize {meta['run']['binarize']}"}
+
+
+def check_same_data(run_dir: Path, header: dict[str, Any], variant: Path,
+                    variant_header: dict[str, Any]) -> None:
+    """Refuse a variant trained on another dataset, image size or binarization than the
+    run: the models are compared by their log-likelihood of the same test images."""
+    a, b = _data_of(header), _data_of(variant_header)
+    diff = [k for k in a if a[k] != b[k]]
+    check(not diff, f"--variants {variant} was trained on {', '.join(b[k] for k in diff)} but "
+                    f"{run_dir} on {', '.join(a[k] for k in diff)}: variants are compared by "
+                    "their log-likelihood of the same test images, so pass runs trained on the "
+                    "same dataset, image size and binarization")
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -62,8 +85,13 @@ def _compare(args: argparse.Namespace) -> int:
     couplings = numbers(args.ising_couplings, "--ising-couplings")
     variants = [Path(v) for v in args.variants.split(",") if v.strip()]
     run_dir = Path(args.run_dir)
-    for d in [run_dir, *variants]:
-        read_header(d)
+    first = read_header(run_dir)
+    for d in variants:
+        check_same_data(run_dir, first, d, read_header(d))
+    run = load_run(run_dir, args.data_dir)
+    check_latent_draws_fit(args.chains, args.samples, min(args.n_data, len(run.data.x_test)),
+                           run.vae.config.x_dim, warmup=args.warmup, runs=1 + len(variants))
+    check_nuts_steps(args.warmup, args.samples)
     out = out_dir(args.out)
     t0 = time.perf_counter()
     kw = dict(chains=args.chains, warmup=args.warmup, samples=args.samples, seed=args.seed,
@@ -71,7 +99,6 @@ def _compare(args: argparse.Namespace) -> int:
     stages = 1 + len(variants) + bool(couplings)  # NumPyro's own bars only with --verbose
     bar = Progress(stages, "compare")
     bar.note(stage=f"NUTS on p(z|x) of {run_dir.name}")
-    run = load_run(run_dir, args.data_dir)
     main = analyse_latent(run, args.n_data, **kw)
     bar.update()
     written = write_latent_outputs(main, out, prefix="nuts_")
@@ -132,7 +159,10 @@ def _compare(args: argparse.Namespace) -> int:
     evid = [[run_dir.name, float(g.log_px.sum()), g.log_px_method]]
     for d in variants:
         bar.note(stage=f"NUTS on p(z|x) of {d.name}")
-        v = analyse_latent(load_run(d, args.data_dir), args.n_data, **kw)
+        # on the first run's test images: a dynamically binarized test set depends on the
+        # run's seed, and LOO compares models on the same data
+        variant = load_run(d, with_data=False)._replace(data=run.data)
+        v = analyse_latent(variant, args.n_data, **kw)
         bar.update()
         name = d.name if d.name not in models else str(d)
         models[name] = v.idata

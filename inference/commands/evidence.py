@@ -6,11 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from varbayes.inference.commands._limits import (
+    INT32_MAX,
+    check_counter,
+    check_fits,
+    check_product_fits,
+)
 from varbayes.inference.commands._options import add_common, add_data_dir, add_run_dir, numbers
 from varbayes.inference.evidence import ais, hmc
 from varbayes.inference.io import out_dir, progress
 from varbayes.inference.vae.bayes_evidence import ESTIMATORS, write_evidence
-from varbayes.inference.vae.run import load_run
+from varbayes.inference.vae.run import Run, load_run
 from varbayes.models.errors import check
 
 
@@ -30,6 +36,43 @@ def _ais_options(args: argparse.Namespace) -> tuple[list[int], ais.AISOptions]:
     return steps, opts
 
 
+#: Bytes per importance sample and datapoint of a batch: its log weight in float32, then
+#: float64, and a sorted copy for the Pareto k̂.
+IS_BYTES_PER_WEIGHT = 20
+
+
+def check_counts_fit(args: argparse.Namespace, run: Run, names: list[str], ais_steps: int
+                     ) -> None:
+    """Refuse counts whose arrays cannot fit in memory or whose loops overflow JAX's 32-bit
+    counters, before any estimator runs (lower bounds: the arrays each count sizes)."""
+    cfg = run.vae.config
+    n = len(run.data.x_test[: args.n_data])
+    batch = min(args.batch_size, n)
+    check_product_fits({"--k": args.k, "--batch-size": batch}, IS_BYTES_PER_WEIGHT,
+                       "the importance log weights of a batch")
+    if args.chunk is not None:  # else chosen to fit (auto_chunk)
+        flag = "--chunk" if args.chunk < args.k else "--k"
+        check_product_fits({flag: min(args.chunk, args.k), "--batch-size": batch}, 4 * cfg.x_dim,
+                           "the per-pixel log-likelihoods of one chunk of samples")
+    if "ais" in names:
+        check_product_fits({"--ais-steps": ais_steps, "--ais-chains": args.ais_chains,
+                            "--batch-size": batch}, 8, "AIS's per-step acceptances and step sizes",
+                           caps={"--ais-steps": INT32_MAX})
+        check_counter({"--ais-steps": ais_steps}, "AIS's 32-bit step counter")
+        check_product_fits({"--ais-chains": args.ais_chains, "--batch-size": batch},
+                           4 * cfg.x_dim, "the decoded images of the AIS chains")
+    if "hmc" in names:
+        check_fits("--hmc-samples", args.hmc_samples, 4 * cfg.z_dim * batch + 8,
+                   "the HMC draws of a batch", given=f"with --batch-size {batch}", cap=INT32_MAX)
+        check_fits("--hmc-warmup", args.hmc_warmup, 8, "the warm-up's PRNG keys", cap=INT32_MAX)
+        for flag, value in (("--hmc-warmup", args.hmc_warmup), ("--hmc-samples", args.hmc_samples)):
+            check_counter({flag: value}, "HMC's 32-bit step counter")
+    if run.sigma is not None:  # a Bayesian decoder: n_theta copies of the weights
+        weights = sum(int(v.size) for v in run.mod.weights(run.vae).values())
+        check_fits("--n-theta", args.n_theta, 4 * weights, "the decoder draws θ ~ q(θ)",
+                   given=f"{weights} weights each")
+
+
 def _evidence(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.estimators.split(",") if s.strip()]
     check(names, f"--estimators must name at least one of {', '.join(ESTIMATORS)}, got "
@@ -47,6 +90,7 @@ def _evidence(args: argparse.Namespace) -> int:
     check(args.n_theta >= 1, f"--n-theta must be >= 1, got {args.n_theta}")
     run_dir = Path(args.run_dir)
     run = load_run(run_dir, args.data_dir)
+    check_counts_fit(args, run, names, steps[-1])
     out = out_dir(args.out)
     ev, metrics = write_evidence(run, out, names, n_data=args.n_data, k=args.k,
                                  n_theta=args.n_theta, seed=args.seed,

@@ -12,18 +12,33 @@ from __future__ import annotations
 
 import argparse
 import math
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from varbayes.inference.backends import BACKENDS
+from varbayes.inference.commands._limits import (
+    INT32_MAX,
+    check_counter,
+    check_fits,
+    check_sum_fits,
+)
 from varbayes.inference.commands._options import add_common, add_data_dir
 from varbayes.inference.data import datasets
+from varbayes.inference.data.files import READ_ERRORS, one_line
 from varbayes.inference.io import atomic_write_bytes, out_dir, progress, save_figure, write_metrics
 from varbayes.inference.ising.cavi import SCHEDULES, validate_schedule
-from varbayes.inference.ising.denoise import METHODS, Options, compare_methods, run_method
+from varbayes.inference.ising.denoise import (
+    COMPARE_RUNS,
+    DEFAULT_ITERS,
+    METHODS,
+    SCORE_MAX_SITES,
+    Options,
+    compare_methods,
+    run_method,
+)
 from varbayes.inference.ising.gap import MEAN_FIELD_JC, ONSAGER_JC, gap_curves
 from varbayes.inference.ising.results import PosteriorResult
 from varbayes.models.errors import VarbayesError, check
@@ -53,8 +68,9 @@ class Problem(NamedTuple):
     J: float | tuple[np.ndarray, np.ndarray]
 
 
-#: What numpy raises on an empty, truncated or foreign .npy/.npz file.
-_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile)
+def _real(a: np.ndarray) -> bool:
+    """True for an array of real numbers (bool, integer or float)."""
+    return a.dtype.kind in "biuf"
 
 
 def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np.ndarray]:
@@ -69,30 +85,67 @@ def _coupling(text: str, shape: tuple[int, int]) -> float | tuple[np.ndarray, np
             f"{(shape[0] - 1, shape[1])}")
     try:
         f = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as e:
-        raise VarbayesError(f"--coupling {path} is not a readable .npz file ({e}): {need}"
-                            ) from None
+    except READ_ERRORS as e:
+        raise VarbayesError(f"--coupling {path} is not a readable .npz file ({one_line(e)}): "
+                            f"{need}") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise VarbayesError(f"--coupling {path} holds one array, not an .npz archive: {need}")
     try:
         with f:
-            return (np.asarray(f["horizontal"]), np.asarray(f["vertical"]))
-    except (KeyError, *_READ_ERRORS) as e:
-        raise VarbayesError(f"--coupling {path}: {need} ({e})") from None
+            hor, ver = np.asarray(f["horizontal"]), np.asarray(f["vertical"])
+    except READ_ERRORS as e:
+        raise VarbayesError(f"--coupling {path}: {need} ({one_line(e)})") from None
+    check(hor.shape == (shape[0], shape[1] - 1) and ver.shape == (shape[0] - 1, shape[1]),
+          f"--coupling {path} holds arrays of shapes {hor.shape} and {ver.shape}: {need}")
+    check(_real(hor) and _real(ver) and bool(np.isfinite(hor).all() & np.isfinite(ver).all()),
+          f"--coupling {path} holds {hor.dtype}/{ver.dtype} arrays that are not all finite "
+          f"real numbers: {need}")
+    return hor, ver
+
+
+def _npy_claim(path: Path) -> tuple[tuple[int, ...], int, int] | None:
+    """(shape, bytes claimed, bytes held) from an .npy header, None for another format; read
+    before numpy allocates what a corrupt header may claim (terabytes)."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        if f.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+            return None
+        f.seek(0)
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return shape, math.prod(shape) * dtype.itemsize, path.stat().st_size - f.tell()
 
 
 def _load_npy(path: Path, option: str) -> np.ndarray:
     check(path.is_file(), f"{option} {path} does not exist: pass a .npy file")
     try:
-        a = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as e:
-        raise VarbayesError(f"{option} {path} is not a readable .npy array ({e})") from None
+        claim = _npy_claim(path)
+        fits = claim is None or claim[1] <= claim[2]
+        a = np.load(path, allow_pickle=False) if fits else None
+    except READ_ERRORS as e:
+        raise VarbayesError(f"{option} {path} is not a readable .npy array ({one_line(e)})"
+                            ) from None
+    if a is None:
+        raise VarbayesError(f"{option} {path} is truncated or corrupt: its header claims shape "
+                            f"{claim[0]} ({claim[1]} bytes) but {claim[2]} bytes follow")
     if not isinstance(a, np.ndarray):
         a.close()
         raise VarbayesError(f"{option} {path} is an .npz archive: pass one 2-D .npy array")
     check(a.ndim == 2 and a.size > 0,
           f"{option} {path} holds an array of shape {a.shape}: pass a non-empty 2-D image")
+    check(_real(a), f"{option} {path} holds {a.dtype} values: pass an array of real numbers")
     return a
+
+
+def _load_image_npy(path: Path, option: str,
+                    validate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``_load_npy`` then ``validate`` (the values' check); its refusal names the file."""
+    a = _load_npy(path, option)
+    try:
+        return validate(a)
+    except VarbayesError as e:
+        raise VarbayesError(f"{option} {path}: {e}") from None
 
 
 def load_problem(args: argparse.Namespace) -> Problem:
@@ -103,12 +156,12 @@ def load_problem(args: argparse.Namespace) -> Problem:
                                  else args.flip_prob))
     clean = None
     if args.image is not None and args.image.endswith(".npy"):
-        clean = validate_clean(_load_npy(Path(args.image), "--image"))
+        clean = _load_image_npy(Path(args.image), "--image", validate_clean)
     elif args.image is not None:
         clean = validate_clean(datasets.load_binary_image(args.image, args.data_dir))
     if args.observed is not None:
         path = Path(args.observed)
-        observed = validate_observed(_load_npy(path, "--observed"), noise)
+        observed = _load_image_npy(path, "--observed", lambda a: validate_observed(a, noise))
         if clean is not None:
             check(observed.shape == clean.shape,
                   f"--observed has shape {observed.shape} but --image {args.image} has shape "
@@ -120,6 +173,46 @@ def load_problem(args: argparse.Namespace) -> Problem:
     J = _coupling(args.coupling, observed.shape)
     make_posterior(observed, noise, J)  # validates the couplings against the grid now
     return Problem(str(name), clean, observed, noise, J)
+
+
+#: Bytes held per Gibbs sweep or SVI step: its PRNG key, the log-joint or ELBO trace (float32,
+#: then float64) and the history plot's line (about 70 measured).
+HISTORY_BYTES_PER_STEP = 64
+#: Bytes per site of each Gibbs chain or score-function particle: its spins, uniforms, local
+#: field and running mean or score, float32.
+BYTES_PER_SITE = 16
+#: Bytes per coupling of ``ising gap``: the gaps and relative errors, a gap.csv row and the
+#: curves' points.
+GAP_BYTES_PER_POINT = 256
+
+
+def check_counts(methods: list[str], opts: Options, shape: tuple[int, int]) -> None:
+    """Refuse counts that ``methods`` cannot count or hold on a grid of ``shape``, before any
+    work: Gibbs and NumPyro SVI loop with 32-bit counters and keep a value per sweep or step;
+    Gibbs chains and score-function particles each hold a few arrays of the grid's size.
+    (CAVI and ICM stop at convergence: their --iters is only a cap.)"""
+    grid = f"on a {shape[0]}x{shape[1]} grid"
+    for m in methods:
+        iters = DEFAULT_ITERS[m] if opts.iters is None else opts.iters
+        check(iters >= 1, f"--iters must be >= 1, got {iters}")
+        if m == "gibbs":
+            check(opts.chains >= 1, f"--chains must be >= 1, got {opts.chains}")
+            check(opts.burn_in >= 0, f"--burn-in must be >= 0, got {opts.burn_in}")
+            sweeps = {"--iters": iters, "--burn-in": opts.burn_in}
+            check_sum_fits(sweeps, HISTORY_BYTES_PER_STEP, "the per-sweep trace and its plot",
+                           cap=INT32_MAX)
+            check_counter(sweeps, "the Gibbs sampler's 32-bit sweep counter")
+            check_fits("--chains", opts.chains, BYTES_PER_SITE * shape[0] * shape[1],
+                       "the chains' spins and running means", given=grid)
+        elif m in ("svi", "svi-score"):
+            check_fits("--iters", iters, HISTORY_BYTES_PER_STEP, "the per-step ELBO trace and "
+                       "its plot", cap=INT32_MAX if opts.backend == "numpyro" else None)
+            if opts.backend == "numpyro":
+                check_counter({"--iters": iters}, "NumPyro SVI's 32-bit step counter")
+            if m == "svi-score":
+                check(opts.particles >= 1, f"--particles must be >= 1, got {opts.particles}")
+                check_fits("--particles", opts.particles, BYTES_PER_SITE * shape[0] * shape[1],
+                           "the particles' spins and score terms", given=grid)
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -143,6 +236,7 @@ def _error(p: Problem, estimate: np.ndarray) -> float | None:
 def _denoise(args: argparse.Namespace) -> int:
     p = load_problem(args)
     opts = _options(args)
+    check_counts([args.method], opts, p.observed.shape)
     if args.method == "exact":  # refuse large grids before anything else is written
         H, W = p.observed.shape
         check(min(H, W) <= exact.MAX_ROWS,
@@ -197,8 +291,10 @@ def _write_posterior(out: Path, p: Problem, res: PosteriorResult) -> None:
 def _compare(args: argparse.Namespace) -> int:
     p = load_problem(args)
     base = _options(args)
-    out = out_dir(args.out)
     H, W = p.observed.shape
+    check_counts([m for _, m, over in COMPARE_RUNS if "iters" not in over
+                  and not (m == "svi-score" and H * W > SCORE_MAX_SITES)], base, (H, W))
+    out = out_dir(args.out)
     results = compare_methods(p.observed, p.noise, p.J, base,
                               progress=lambda r: progress(r, desc="ising compare"))
     rows = [("threshold", _error(p, threshold(p.observed)), math.nan, math.nan, 0, 0.0)]
@@ -244,6 +340,7 @@ def _gap(args: argparse.Namespace) -> int:
     check(math.isfinite(args.j_max) and args.j_max > 0,
           f"--j-max must be a finite number > 0, got {args.j_max}")
     check(args.points >= 2, f"--points must be >= 2, got {args.points}")
+    check_fits("--points", args.points, GAP_BYTES_PER_POINT, "the gaps, gap.csv and the curves")
     check(args.repeats >= 1, f"--repeats must be >= 1 (noisy images averaged per J), got "
                              f"{args.repeats}")
     noise = validate_noise(Noise("gaussian", args.sigma))

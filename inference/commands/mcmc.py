@@ -15,6 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from varbayes.inference.commands._limits import (
+    check_latent_draws_fit,
+    check_nuts_steps,
+    check_product_fits,
+)
 from varbayes.inference.commands._options import (
     add_common,
     add_data_dir,
@@ -51,10 +56,19 @@ def _mcmc(args: argparse.Namespace) -> int:
             raise VarbayesError(f"{run_dir} is a plain VAE run (point-estimate decoder): "
                                 "--target weights needs a Bayesian decoder, so train with "
                                 "'varbayes vae train --bayesian'")
+        n_train = header["meta"]["run"].get("n_train")
+        if n_train:  # all training images are NUTS's data (too many are refused later)
+            check_product_fits({"--chains": args.chains, "--samples": args.samples},
+                               4 * n_train * int(header["meta"]["vae"]["x_dim"]),
+                               f"the posterior predictive images of {n_train} training images")
+        check_nuts_steps(args.warmup, args.samples)
         return _weights(args, run_dir)
     if is_bayesian(header):
         raise VarbayesError(f"{run_dir} is a Bayesian-decoder run: use --target weights")
     run = load_run(run_dir, args.data_dir)
+    check_latent_draws_fit(args.chains, args.samples, min(args.n_data, len(run.data.x_test)),
+                           run.vae.config.x_dim, warmup=args.warmup)
+    check_nuts_steps(args.warmup, args.samples)
     out = out_dir(args.out)
     with Progress(1, "mcmc") as bar:  # NumPyro's own bars only with --verbose
         bar.note(stage=f"NUTS on p(z|x), {args.chains} chains x {args.warmup}+{args.samples}")

@@ -9,15 +9,22 @@ run.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 
 from varbayes.inference.backends import BACKENDS
+from varbayes.inference.commands._limits import (
+    available_memory,
+    check_fits,
+    format_bytes,
+    round_down,
+)
 from varbayes.inference.commands._options import add_common, add_data_dir, add_run_dir
 from varbayes.inference.data.datasets import DATASETS
 from varbayes.inference.io import out_dir, save_figure, write_metrics
 from varbayes.inference.vae import figures
-from varbayes.inference.vae.run import BINARIZE, CHECKPOINT, arrays_for, load_run
+from varbayes.inference.vae.run import BINARIZE, CHECKPOINT, arrays_for, load_run, read_header
 from varbayes.inference.vae.train import (
     DEFAULT_EPOCHS,
     DEFAULT_EPOCHS_OTHER,
@@ -51,6 +58,40 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+#: Bytes ``vae sample`` holds per pixel of each sample: the decoded float32 image, its
+#: clipped copy, the picture grid and matplotlib's float64 copies of it (75-95 measured).
+SAMPLE_BYTES_PER_PIXEL = 64
+#: Bytes ``vae inpaint`` holds per importance sample, image and pixel: the float32
+#: per-pixel log-likelihoods and their hidden half (about 20 measured).
+INPAINT_BYTES_PER_PIXEL = 16
+#: Bytes per network weight in training: float32 weights, gradients and two Adam moments.
+TRAIN_BYTES_PER_WEIGHT = 16
+
+
+def check_network_fits(hidden: tuple[int, ...], latent: int) -> None:
+    """Refuse ``--hidden``/``--latent`` whose weights cannot fit in memory, before any data is
+    read: a lower bound that counts one pixel (the data's width is not known yet)."""
+    if latent < 1 or not hidden or min(hidden) < 1:
+        return  # refused with their own message later
+    pairs = sum(a * b for a, b in itertools.pairwise(hidden))
+    weights = 2 * pairs + 3 * latent * hidden[-1] + 2 * hidden[0]  # encoder and decoder
+    avail = available_memory()
+    if avail is None or weights * TRAIN_BYTES_PER_WEIGHT <= avail:
+        return
+    what = "the network's weights, gradients and Adam moments"
+    widths = ",".join(map(str, hidden))
+    if latent > max(hidden):  # the latent size is the outlier
+        check_fits("--latent", latent, TRAIN_BYTES_PER_WEIGHT * 3 * hidden[-1], what,
+                   fixed=TRAIN_BYTES_PER_WEIGHT * (weights - 3 * latent * hidden[-1]),
+                   given=f"with --hidden {widths}")
+    per_unit = TRAIN_BYTES_PER_WEIGHT * (3 * latent + 2)
+    raise VarbayesError(
+        f"--hidden {widths} needs {format_bytes(weights * TRAIN_BYTES_PER_WEIGHT)} for {what} "
+        f"(with --latent {latent}), more than the {format_bytes(avail)} of memory available: "
+        f"pass narrower --hidden widths (one layer of at most "
+        f"{round_down(avail // per_unit)} units fits)")
+
+
 def spec_from_args(args: argparse.Namespace) -> TrainSpec:
     """The :class:`TrainSpec` of ``vae train``'s arguments."""
     return TrainSpec(
@@ -69,6 +110,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
 def _train(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     check_spec(spec)
+    check_network_fits(spec.hidden, spec.latent)
     if args.torch_threads is not None:
         check(args.torch_threads >= 1, f"--torch-threads must be >= 1, got {args.torch_threads}")
         import torch
@@ -93,6 +135,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     check(args.n >= 1, f"--n must be >= 1, got {args.n}")
+    cfg = read_header(args.run_dir)["meta"]["vae"]
+    if cfg.get("condition") != "observed":  # observed: at most the test images
+        check_fits("--n", args.n, SAMPLE_BYTES_PER_PIXEL * int(cfg["x_dim"]),
+                   "the decoded images and their picture grid")
     run = load_run(args.run_dir, args.data_dir)
     out = out_dir(args.out)
     names = figures.sample_figure(out, run.mod, run.vae, run.data, args.n, args.seed,
@@ -135,9 +181,12 @@ def _inpaint(args: argparse.Namespace) -> int:
     check(cfg.condition == "observed",
           f"vae inpaint needs a run trained with --conditional observed; {args.run_dir} was "
           f"trained with --conditional {cfg.condition}")
+    x = data.x_test[: args.n_eval]
+    check_fits("--k", args.k, INPAINT_BYTES_PER_PIXEL * len(x) * cfg.x_dim,
+               "the per-pixel log-likelihoods of the importance samples",
+               given=f"with {len(x)} test images of {cfg.x_dim} pixels, --n-eval {args.n_eval}")
     out = out_dir(args.out)
     hidden = hidden_mask(cfg)
-    x = data.x_test[: args.n_eval]
     c = condition_vector(cfg, x)
     res = masked_log_likelihood(run.mod, run.vae, x, c, hidden, np.random.default_rng(args.seed),
                                 k=args.k)

@@ -10,6 +10,7 @@ same pointwise log-likelihood log p(x_i | z_i), so arviz compares like with like
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,6 +22,7 @@ from varbayes.inference.mcmc.nuts import nuts
 from varbayes.inference.vae import amortization as am
 from varbayes.inference.vae.run import Run, heldout_arrays, model_arrays, numpyro_twin
 from varbayes.inference.workflow.diagnostics import (
+    Q_KHAT_MIN_DRAWS,
     QCheck,
     from_draws,
     gate,
@@ -105,10 +107,13 @@ def analyse_latent(run: Run, n_data: int, *, chains: int, warmup: int, samples: 
                                                            chains, samples, seed + 8))):
         flat = draws.reshape(-1, *draws.shape[2:])
         ljq = np.asarray(jax.vmap(lj)(flat.astype(np.float32)), np.float64)
-        q_checks[name] = q_khat(ljq - am.log_density(flat, q))
+        q_checks[name] = _q_check(ljq - am.log_density(flat, q))
     g = gate(idata)
     nuts_mean = z.mean(0)
     nuts_sd = z.std(0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # one draw: no sd, the ratio is NaN
+        sd_ratio = {q: np.where(nuts_sd > 0, getattr(rep, q).scale / nuts_sd, np.nan)
+                    for q in ("amortized", "optimal")}
     metrics: dict[str, Any] = {
         "target": "latent", "backend": run.backend, "n_data": len(x),
         "latent": int(rep.amortized.loc.shape[1]), "chains": chains,
@@ -123,9 +128,9 @@ def analyse_latent(run: Run, n_data: int, *, chains: int, warmup: int, samples: 
         "amortization_gap": float(rep.amortization_gap.mean()),
         "kl_p_q_amortized": float(kl_a.mean()), "kl_p_q_optimal": float(kl_o.mean()),
         "mean_abs_diff_mean_amortized": float(np.abs(rep.amortized.loc - nuts_mean).mean()),
-        "mean_sd_ratio_amortized": float((rep.amortized.scale / nuts_sd).mean()),
+        "mean_sd_ratio_amortized": float(sd_ratio["amortized"].mean()),
         "mean_abs_diff_mean_optimal": float(np.abs(rep.optimal.loc - nuts_mean).mean()),
-        "mean_sd_ratio_optimal": float((rep.optimal.scale / nuts_sd).mean()),
+        "mean_sd_ratio_optimal": float(sd_ratio["optimal"].mean()),
         "khat_q_amortized_max": float(q_checks["SVI q_φ"].khat.max()),
         "khat_q_amortized_mean": float(q_checks["SVI q_φ"].khat.mean()),
         "khat_q_optimal_max": float(q_checks["q*"].khat.max()),
@@ -135,6 +140,17 @@ def analyse_latent(run: Run, n_data: int, *, chains: int, warmup: int, samples: 
         metrics["nuts_max_abs_err_mean_vs_grid"] = float(np.abs(nuts_mean - grid.mean).max())
         metrics["nuts_max_rel_err_sd_vs_grid"] = float(np.abs(nuts_sd / grid.sd - 1).max())
     return LatentAnalysis(idata, svi, rep, q_checks, grid, metrics)
+
+
+def _q_check(log_weights: np.ndarray) -> QCheck:
+    """:func:`q_khat` of (S, M) log weights, or NaN k̂ with a verdict that says why when
+    there are too few draws (``--chains`` × ``--samples`` < 10) to fit a Pareto tail."""
+    S, M = log_weights.shape
+    if S >= Q_KHAT_MIN_DRAWS:
+        return q_khat(log_weights)
+    return QCheck(np.full(M, np.nan), math.nan, S,
+                  f"not computed: k̂ needs at least {Q_KHAT_MIN_DRAWS} draws of q, got {S} "
+                  "(--chains × --samples)")
 
 
 def pair_coords(idata: Any) -> dict[str, list[int]]:

@@ -61,14 +61,17 @@ def from_draws(draws: Mapping[str, Any], log_likelihood: Mapping[str, Any] | Non
 
 def gate(idata: Any, var_names: Sequence[str] | None = None, rhat_max: float = 1.01,
          ess_min: float = 400.0) -> Gate:
-    """The diagnostics gate: r̂ ≤ 1.01 and bulk ESS ≥ 400 everywhere, no divergences."""
+    """The diagnostics gate: r̂ ≤ 1.01 and bulk ESS ≥ 400 everywhere, no divergences.
+
+    An undefined r̂ or ESS (NaN: arviz has no r̂ for one chain, nor either for a handful of
+    draws) fails the gate: nothing shows convergence."""
     import arviz as az
 
     check(not ("sample_stats" in idata.groups() and "log_weight" in idata.sample_stats),
           "gate() is the MCMC convergence gate; these are independent draws of a guide, for "
           "which r̂ and ESS say nothing about q: use q_khat() (the PSIS k̂ of q)")
     s = az.summary(idata, var_names=var_names, kind="diagnostics")
-    bad = s[(s["r_hat"] > rhat_max) | (s["ess_bulk"] < ess_min)].index
+    bad = s[~(s["r_hat"] <= rhat_max) | ~(s["ess_bulk"] >= ess_min)].index
     failing = tuple(sorted({str(i).split("[")[0] for i in bad}))
     div = 0
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
@@ -158,6 +161,10 @@ class QCheck(NamedTuple):
     """One line saying what k̂ means here."""
 
 
+#: Fewest draws of q from which :func:`q_khat` fits a Pareto tail.
+Q_KHAT_MIN_DRAWS = 10
+
+
 def q_khat(log_weights: Any) -> QCheck:
     """The PSIS k̂ of q from log weights log p(y, θ_s) − log q(θ_s) of S independent draws
     θ_s ~ q: shape (S,) for one set of latents, or (S, M) for M datapoints' own latents
@@ -172,8 +179,9 @@ def q_khat(log_weights: Any) -> QCheck:
         lw = lw.reshape(-1, *lw.shape[2:])
     else:
         lw = np.asarray(log_weights, np.float64)
-    check(lw.ndim in (1, 2) and lw.shape[0] >= 10,
-          f"q_khat needs log weights (S,) or (S, M) with S >= 10 draws, got shape {lw.shape}")
+    check(lw.ndim in (1, 2) and lw.shape[0] >= Q_KHAT_MIN_DRAWS,
+          f"q_khat needs log weights (S,) or (S, M) with S >= {Q_KHAT_MIN_DRAWS} draws, got "
+          f"shape {lw.shape}")
     check(bool(np.isfinite(lw).all()), "q_khat got non-finite log weights: q puts mass where "
                                        "the model has none (check the guide's supports)")
     from varbayes.inference.evidence.importance import pareto_k

@@ -61,11 +61,16 @@ def markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str], digits:
 
 def summary_side_by_side(fits: Mapping[str, Any], var_names: Sequence[str] | None = None
                          ) -> str:
-    """``az.summary`` of several fits (name -> InferenceData) in one table, row per scalar."""
+    """``az.summary`` of several fits (name -> InferenceData) in one table, row per scalar
+    (one draw has no sd: NaN, shown as —, without numpy's warnings)."""
+    import warnings
+
     import arviz as az
 
     cols = ("mean", "sd", "ess_bulk", "r_hat")
-    tables = {name: az.summary(idata, var_names=var_names) for name, idata in fits.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tables = {name: az.summary(idata, var_names=var_names) for name, idata in fits.items()}
     index = next(iter(tables.values())).index
     header = ["variable"] + [f"{name} {c}" for name in tables for c in cols]
     rows = [[i] + [t.loc[i, c] if i in t.index else float("nan") for t in tables.values()
@@ -81,16 +86,27 @@ def gate_table(gates: Mapping[str, Gate]) -> str:
                                  "failing"], digits=3)
 
 
+#: Fewest posterior draws from which arviz's PSIS-LOO runs (one draw has no tail to fit).
+LOO_MIN_DRAWS = 2
+
+
 def model_comparison(models: Mapping[str, Any]) -> tuple[str, dict[str, float]]:
     """PSIS-LOO per model with k̂ warnings, and ``az.compare`` tables for LOO and WAIC.
 
     Returns Markdown and flat metrics (``loo_<name>``, ``loo_se_<name>``, ``waic_<name>``,
-    ``loo_high_k_<name>``).
+    ``loo_high_k_<name>``); when a model has fewer than :data:`LOO_MIN_DRAWS` draws, a
+    note instead, with ``loo_<name>`` and ``waic_<name>`` NaN.
     """
     import warnings
 
     import arviz as az
 
+    draws = {name: int(i.posterior.sizes["chain"] * i.posterior.sizes["draw"])
+             for name, i in models.items()}
+    if min(draws.values()) < LOO_MIN_DRAWS:  # PSIS fits a tail to the largest ratios
+        return (f"Not computed: PSIS-LOO needs at least {LOO_MIN_DRAWS} posterior draws per "
+                f"model, got {min(draws.values())} (--chains × --samples).",
+                {f"{ic}_{name}": math.nan for name in models for ic in ("loo", "waic")})
     rows, metrics, notes, reports = [], {}, [], []
     for name, idata in models.items():
         r = loo(idata)
