@@ -8,7 +8,7 @@ export VARBAYES_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data
 # docs/installation.md records why we stay on Material for MkDocs; no banner at every build
 export NO_MKDOCS_2_WARNING ?= 1
 
-.PHONY: demo test test-fast bench docs lint clean
+.PHONY: demo test test-fast faults bench docs lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(PYTEST) -m "not slow"
+
+# The long fault suite (docs/reliability.md): 200 kill -9 per backend, 100 SIGINTs, 1,000
+# fuzzed files per reader; `make test` runs the quick version of the same tests.
+faults: $(STAMP)
+	mkdir -p runs/faults && rm -f runs/faults/report.jsonl
+	VARBAYES_FAULTS_LONG=1 VARBAYES_FAULTS_REPORT=$(abspath runs/faults/report.jsonl) \
+		$(PYTEST) tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks all --json runs/bench/bench.json

@@ -3,7 +3,10 @@
 Each command group lives in its own module under :mod:`varbayes.inference.commands` and
 exposes ``register(subparsers)``, which adds its parser(s) and sets ``func`` to a handler
 ``handler(args) -> int``. Handlers raise :class:`~varbayes.models.errors.VarbayesError` for bad
-input; :func:`main` turns that into one line on stderr and exit status 2.
+input; :func:`main` turns that into one line on stderr and exit status 2, an ``OSError``
+(a full disk, a read-only folder) into one line and exit status 1, and SIGINT / SIGTERM into
+one line and exit status 130 / 143 (:mod:`varbayes.inference.signals`). Each command runs as
+the one writer of its ``--out`` (:mod:`varbayes.inference.runlock`).
 """
 
 from __future__ import annotations
@@ -14,19 +17,33 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from types import ModuleType
 
 from varbayes import __version__
-from varbayes.inference.commands import compare, data, demo, evidence, ising, mcmc, vae
-from varbayes.inference.commands._options import check_common
-from varbayes.inference.io import set_quiet, set_verbose
+from varbayes.inference import runlock, signals
 from varbayes.models.errors import VarbayesError
 
-#: Command modules, in the order their commands appear in ``varbayes --help``.
-COMMAND_MODULES = (demo, data, ising, vae, evidence, mcmc, compare)
+
+def command_modules() -> tuple[ModuleType, ...]:
+    """Command modules, in the order their commands appear in ``varbayes --help``.
+
+    Imported here, not at the top, so that the signal handlers are in place while they load
+    (about a second: they bring in numpy, scipy and matplotlib).
+    """
+    from varbayes.inference.commands import compare, data, demo, evidence, ising, mcmc, vae
+
+    return (demo, data, ising, vae, evidence, mcmc, compare)
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line: ``varbayes CMD: error: ... (see --help)``."""
+    """An ArgumentParser whose errors are one line: ``varbayes CMD: error: ... (see --help)``.
+
+    Every (sub)command's parser records its name (``vae train``) as ``args.command_path``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(command_path=self.prog.removeprefix("varbayes").strip())
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -42,35 +59,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"varbayes {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in COMMAND_MODULES:
+    for module in command_modules():
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``varbayes`` console script; returns the exit status."""
+    with signals.handled():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:  # while the parser was built, or a plain Ctrl-C
+            return _interrupted(e, "")
+
+
+def _main(argv: Sequence[str] | None) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     # arviz 0.23 announces its coming 1.0 refactor on import; not news for our users.
     warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+    from varbayes.inference.commands._options import check_common
+    from varbayes.inference.io import set_quiet, set_verbose
+
     parser = build_parser()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
     set_verbose(getattr(args, "verbose", False))
+    name = f"varbayes {args.command_path}"
     try:
         check_common(args)
-        return int(args.func(args) or 0)
+        with runlock.writer(args.command_path, force=getattr(args, "force", False)):
+            status = int(args.func(args) or 0)
+        if signals.pending() is not None:  # a signal that a callback swallowed
+            raise signals.Interrupted(signals.pending())
+        return status
     except VarbayesError as e:
-        print(f"varbayes {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("varbayes: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e, name)
     except OSError as e:  # a full disk, a read-only mount, a folder where a file goes ...
         code = errno.errorcode.get(e.errno or 0, "")
         where = f": {e.filename}" if e.filename else ""
-        print(f"varbayes {args.command}: error: {e.strerror or e}"
-              f"{f' ({code})' if code else ''}{where}", file=sys.stderr)
+        print(f"{name}: error: {e.strerror or e}{f' ({code})' if code else ''}{where}",
+              file=sys.stderr)
         return 1
+
+
+def _interrupted(e: KeyboardInterrupt, name: str) -> int:
+    """One line for SIGINT / SIGTERM; the exit status 128 + the signal number."""
+    status = getattr(e, "status", 128 + signals.signal.SIGINT)
+    print(f"{name or 'varbayes'}: {e or 'interrupted by SIGINT'}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
+from varbayes.inference import runlock, signals
 from varbayes.models.errors import VarbayesError
 
 T = TypeVar("T")
@@ -93,6 +94,7 @@ class Progress:
         """``n`` more units done."""
         import time
 
+        signals.check()  # a signal swallowed by a callback ends the work here
         self.n += n
         if self.bar is not None:
             self.bar.update(n)
@@ -152,7 +154,11 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None) -> I
 
 def out_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` (and parents) if needed and return it; fail clearly, before any work,
-    if it is a file or cannot be written (a file is created there and removed)."""
+    if it is a file or cannot be written (a file is created there and removed).
+
+    Under the CLI the folder is then claimed for this command (:func:`.runlock.claim`): a
+    second writer, or another command's outputs without ``--force``, are refused, and the
+    temporary files of a killed writer are removed."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise VarbayesError(f"--out {p} exists and is not a directory: choose another path")
@@ -167,6 +173,7 @@ def out_dir(path: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise VarbayesError(f"--out {p} is not writable ({e.strerror}): choose a folder you "
                             "can write to") from None
+    runlock.claim(p)
     return p
 
 
@@ -234,20 +241,36 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_metrics(out: str | os.PathLike[str], metrics: Mapping[str, Any]) -> Path:
-    """Write ``metrics.json`` (flat keys, SI units, log-likelihoods in nats) atomically."""
+    """Write ``metrics.json`` (flat keys, SI units, log-likelihoods in nats) atomically.
+
+    Under the CLI it also records the command that wrote it (``"command": "vae train"``)."""
+    if runlock.command() is not None:
+        metrics = {"command": runlock.command(), **metrics}
     text = json.dumps(_jsonable(metrics), indent=2, sort_keys=True) + "\n"
     return atomic_write_bytes(Path(out) / "metrics.json", text.encode())
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``metrics.json`` from a run folder, with a clear error when it is missing."""
+    """Read ``metrics.json`` (a JSON object) from a run folder, with a clear error when it is
+    missing, is not UTF-8 JSON or holds something other than an object."""
     p = Path(run_dir) / "metrics.json"
     if not p.is_file():
         raise VarbayesError(f"no metrics.json in {run_dir}: pass a folder written by varbayes")
+    fix = "the file is corrupt: run the command again or pass another folder"
     try:
-        return json.loads(p.read_text())
+        metrics = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise VarbayesError(f"{p} is not UTF-8 text (byte {e.start}); {fix}") from None
     except json.JSONDecodeError as e:
-        raise VarbayesError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise VarbayesError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}); {fix}"
+                            ) from None
+    except (ValueError, RecursionError) as e:  # an integer of over 4300 digits, deep nesting
+        raise VarbayesError(f"{p} is not valid JSON ({type(e).__name__}); {fix}") from None
+    if not isinstance(metrics, dict):
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+            type(metrics), "number")
+        raise VarbayesError(f"{p} holds a JSON {kind}, not an object of metrics; {fix}")
+    return metrics
 
 
 def save_array(path: str | os.PathLike[str], array: Any) -> Path:
@@ -276,26 +299,73 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
 
 
 def save_inferencedata(idata: Any, path: str | os.PathLike[str]) -> Path:
-    """Write InferenceData to netCDF atomically (temporary file, then ``os.replace``)."""
-    p = Path(path)
-    fd, tmp = temp_file(p)
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp)
-        os.replace(tmp, p)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return p
+    """Write InferenceData to netCDF (HDF5) atomically, like every output.
+
+    The file is built in memory, one group after the other as ``InferenceData.to_netcdf``
+    does (numeric variables zlib-compressed), and then written by
+    :func:`atomic_write_bytes`: HDF5 writing straight to a full disk crashed the process.
+    """
+    import io
+
+    buf = io.BytesIO()
+    for i, group in enumerate(idata.groups()):
+        ds = getattr(idata, group)
+        encoding = {name: {"zlib": True} for name, var in ds.data_vars.items()
+                    if np.issubdtype(var.dtype, np.number)}
+        ds.to_netcdf(buf, mode="w" if i == 0 else "a", group=group, engine="h5netcdf",
+                     encoding=encoding)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_inferencedata(path: str | os.PathLike[str]):
-    """Read InferenceData from netCDF (data only: no code runs), with clear errors."""
+def load_inferencedata(path: str | os.PathLike[str], *, timeout: float | None = None):
+    """Read InferenceData from netCDF (data only: no code runs), with clear errors.
+
+    The file is read first in a child process (every group, attribute, dimension and array,
+    through h5netcdf): on a corrupt file the HDF5 C library can loop forever or crash, and
+    that must not happen to this process. A child still reading after ``timeout`` seconds
+    (default 60 s plus 1 s per 10 MB) is stopped and the file refused, as is a file the
+    child could not read. The file is then loaded here eagerly, so that a bad array fails
+    now and the file is closed on return. The child costs a Python start (about 0.3 s).
+    """
+    import subprocess
+    import sys
+
     import arviz as az
 
     p = Path(path)
     if not p.is_file():
         raise VarbayesError(f"no InferenceData file at {p}: run 'varbayes mcmc' first")
+    bad = f"{p} is not a readable InferenceData netCDF file"
+    fix = "write it again or pass another file"
+    probe = ("import sys, h5netcdf\n"
+             "def walk(g):\n"
+             "    dict(g.attrs), dict(g.dimensions)\n"
+             "    for v in g.variables.values():\n"
+             "        v.dimensions, dict(v.attrs), v[...]\n"
+             "    for c in g.groups.values():\n"
+             "        walk(c)\n"
+             "try:\n"
+             "    with h5netcdf.File(sys.argv[1], 'r') as f:\n"
+             "        walk(f)\n"
+             "except Exception as e:\n"
+             "    print(' '.join(f'{type(e).__name__}: {e}'.split()))\n"
+             "    sys.exit(3)\n")
+    limit = timeout if timeout is not None else 60.0 + p.stat().st_size / 1e7
     try:
-        return az.from_netcdf(p)
+        child = subprocess.run([sys.executable, "-c", probe, str(p)], capture_output=True,
+                               timeout=limit, check=False)
+    except subprocess.TimeoutExpired:
+        raise VarbayesError(f"{bad}: reading it hangs the HDF5 library (stopped after "
+                            f"{limit:g} s); it is corrupt: {fix}") from None
+    if child.returncode < 0:
+        raise VarbayesError(f"{bad}: reading it crashes the HDF5 library (signal "
+                            f"{-child.returncode}); it is corrupt: {fix}")
+    if child.returncode == 3:  # the file failed there (another failure: the read below says)
+        reason = child.stdout.decode(errors="replace").strip()
+        raise VarbayesError(f"{bad} ({reason}); {fix}")
+    try:
+        with az.rc_context({"data.load": "eager"}):
+            return az.from_netcdf(p)
     except Exception as e:  # netCDF/HDF5 raise many types for a bad file
-        raise VarbayesError(f"{p} is not a readable InferenceData netCDF file ({e})") from None
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise VarbayesError(f"{bad} ({reason}); {fix}") from None

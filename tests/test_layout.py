@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Folder -> the import name it is installed under.
 PACKAGES = {"varbayes": "varbayes", "models": "varbayes.models",
             "inference": "varbayes.inference"}
-GENERIC = ("vi", "mcmc", "evidence", "workflow", "data", "backends", "ppl", "io")
+GENERIC = ("vi", "mcmc", "evidence", "workflow", "data", "backends", "ppl", "io", "runlock",
+           "signals")
 FAMILIES = ("ising", "vae")
 HEAVY = ("torch", "pyro", "jax", "numpyro")
 
@@ -95,13 +96,15 @@ def test_model_families_import_neither_each_other_nor_the_commands(family):
 
 
 def test_only_the_cli_imports_the_commands():
-    """Commands share option helpers only through commands._options, never each other."""
+    """Commands share helpers only through commands._options and commands._limits, never
+    each other."""
     outside = [m for m in MODULES if not _under(m, "varbayes.inference.commands")
                and m != "varbayes.inference.cli"]
     assert _violations(outside, ["varbayes.inference.commands"]) == []
     commands = [m for m in MODULES if _under(m, "varbayes.inference.commands")]
     assert _violations(commands, ["varbayes.inference.commands"],
-                       allowed=("varbayes.inference.commands._options",)) == []
+                       allowed=("varbayes.inference.commands._options",
+                                "varbayes.inference.commands._limits")) == []
     # the benchmarks and the figure scripts are library users too
     for path in [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "docs").rglob("*.py")]:
         used = _imports(path, "scripts")

@@ -9,11 +9,14 @@ from varbayes.models.errors import VarbayesError, check
 
 
 def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool = True) -> None:
-    """Add the options every computing command shares: ``--out``, ``--seed``, ``--quiet``,
-    ``--verbose``."""
+    """Add the options every computing command shares: ``--out`` (with ``--force``),
+    ``--seed``, ``--quiet``, ``--verbose``."""
     if out:
         parser.add_argument("--out", required=True, metavar="DIR",
                             help="folder for metrics.json and PNG figures (created if missing)")
+        parser.add_argument("--force", action="store_true",
+                            help="write into --out even if it holds a training run or another "
+                                 "command's outputs (they are overwritten)")
     if seed:
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -67,12 +70,10 @@ def add_data_dir(parser: argparse.ArgumentParser, *, download: bool = False) -> 
 
 
 def add_run_dir(parser: argparse.ArgumentParser) -> None:
-    """Add the positional ``RUN_DIR``: the ``--out`` of ``varbayes vae train``."""
+    """Add the positional ``RUN_DIR``: the ``--out`` of ``varbayes vae train`` (writing into
+    it needs ``--force``, see :func:`check_not_a_run`)."""
     parser.add_argument("run_dir", metavar="RUN_DIR",
                         help="the --out folder of 'varbayes vae train'")
-    parser.add_argument("--force", action="store_true",
-                        help="write into --out even if it is RUN_DIR or another training run "
-                             "(its metrics.json and figures are overwritten)")
 
 
 def add_nuts_options(p: argparse.ArgumentParser, *, n_data: int, chains: int, warmup: int,

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from varbayes.inference import signals
 from varbayes.inference.backends import check_backend
 from varbayes.inference.io import Progress
 from varbayes.inference.ppl import (
@@ -333,6 +334,19 @@ def _diverged(epoch: int, step: int, checkpoint: Path | None, done: int) -> Trai
                             f"{step + 1}; {where}: lower --lr or check the data")
 
 
+def _interrupted(epoch: int, epochs: int, checkpoint: Path | None) -> signals.Interrupted:
+    signum = signals.pending()
+    name = signals.signal.Signals(signum).name
+    if checkpoint is None:
+        kept = "this run writes no checkpoint"
+    elif epoch > 0:
+        kept = f"{checkpoint} holds {epoch} complete epoch(s): rerun with --resume to continue"
+    else:
+        kept = "no epoch was complete, so no checkpoint was written"
+    return signals.Interrupted(signum, f"interrupted by {name} in epoch {epoch + 1} of "
+                                       f"{epochs}; {kept}")
+
+
 def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Transform | None,
                 start: int, history: dict[str, list[float]], step: Callable[[Batch], float],
                 begin_epoch: Callable[[int], None], evaluate: Callable[[int], dict[str, float]],
@@ -374,6 +388,8 @@ def _one_epoch(options: SVIOptions, N: int, data: Sequence[Any], transform: Tran
         if transform is not None:
             batch = transform(batch, rng)
         losses.append(step(batch))
+        if signals.pending() is not None:  # SIGINT / SIGTERM: stop after this step
+            raise _interrupted(epoch, options.epochs, checkpoint)
         bar.update()
     bad = finite(losses)
     if bad is not None:
