@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -66,11 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``varbayes`` console script; returns the exit status."""
-    with signals.handled():
-        try:
+    try:
+        with signals.handled():
             return _main(argv)
-        except KeyboardInterrupt as e:  # while the parser was built, or a plain Ctrl-C
-            return _interrupted(e, "")
+    except KeyboardInterrupt as e:  # while the parser was built, or after the last check
+        return _interrupted(e, "varbayes")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -89,15 +90,17 @@ def _main(argv: Sequence[str] | None) -> int:
         check_common(args)
         with runlock.writer(args.command_path, force=getattr(args, "force", False)):
             status = int(args.func(args) or 0)
-        if signals.pending() is not None:  # a signal that a callback swallowed
-            raise signals.Interrupted(signals.pending())
+        signals.check()  # a signal after the work's last check point still ends it
         return status
-    except VarbayesError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as e:
         return _interrupted(e, name)
-    except OSError as e:  # a full disk, a read-only mount, a folder where a file goes ...
+    except (VarbayesError, OSError) as e:
+        if signals.pending() is not None:  # the signal came first: it sets the status
+            return _interrupted(signals.Interrupted(signals.pending()), name)
+        if isinstance(e, VarbayesError):
+            print(f"{name}: error: {e}", file=sys.stderr)
+            return 2
+        # a full disk, a read-only mount, a folder where a file goes ...
         code = errno.errorcode.get(e.errno or 0, "")
         where = f": {e.filename}" if e.filename else ""
         print(f"{name}: error: {e.strerror or e}{f' ({code})' if code else ''}{where}",
@@ -107,8 +110,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _interrupted(e: KeyboardInterrupt, name: str) -> int:
     """One line for SIGINT / SIGTERM; the exit status 128 + the signal number."""
-    status = getattr(e, "status", 128 + signals.signal.SIGINT)
-    print(f"{name or 'varbayes'}: {e or 'interrupted by SIGINT'}", file=sys.stderr)
+    signals.clear()  # acted on: the end of signals.handled() must not raise it again
+    status = getattr(e, "status", 128 + signal.SIGINT)
+    print(f"{name}: {e or 'interrupted by SIGINT'}", file=sys.stderr)
     return status
 
 

@@ -167,7 +167,7 @@ def out_dir(path: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise VarbayesError(f"cannot create --out {p}: {e.strerror}") from None
     try:
-        fd, probe = temp_file(p / "write-test")
+        fd, probe = temp_file(p / "write-test", suffix=".probe")  # not a leftover's name
         os.close(fd)
         os.unlink(probe)
     except OSError as e:

@@ -6,7 +6,8 @@ The CLI runs every command inside :func:`writer`. When the command creates its `
 - a lock file ``.varbayes.lock`` is taken with ``flock`` and holds the writer's pid, host,
   command and start time. The kernel drops the lock when its process dies, so a killed writer
   never leaves a folder stuck; where ``flock`` is not supported the recorded pid is checked.
-  The file stays after the run (pid cleared) as the record of the folder's last writer;
+  The file stays after the run (pid cleared) and also names the folder's *owner*, the first
+  command that wrote there: ``--force`` lets another command write, not take it over;
 - a second writer is refused with one line naming the holder;
 - a folder that another command wrote (its record, else its ``metrics.json``) is refused
   unless ``--force``, so that no command overwrites another one's outputs;
@@ -69,25 +70,33 @@ def claim(folder: str | os.PathLike[str]) -> None:
     p = Path(folder).resolve()
     if p in _SESSION["held"]:
         return
-    fd, previous = _lock(p)
+    fd, owner = _lock(p)
     try:
+        owner = owner or (_json_object(p / "metrics.json") or {}).get("command")
         if not _SESSION["force"]:
-            _check_provenance(p, previous)
-        _write_record(fd, {"pid": os.getpid(), "host": socket.gethostname(),
-                           "command": _SESSION["command"], "started": time.time()})
+            _check_provenance(p, owner)
+        _write_record(fd, {"owner": owner or _SESSION["command"], "pid": os.getpid(),
+                           "host": socket.gethostname(), "command": _SESSION["command"],
+                           "started": time.time()})
         _clean_leftovers(p)
     except BaseException:
-        os.close(fd)  # the record is unchanged: it still names the previous writer
+        os.close(fd)
         raise
     _SESSION["held"][p] = fd
 
 
 def holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """What the lock file of ``folder`` says about its writer (pid, host, command, started),
-    or None when there is none or it cannot be read."""
+    """What the lock file of ``folder`` says: its owner (the command whose outputs the folder
+    holds) and its last writer (pid, host, command, started); None when there is none or it
+    cannot be read."""
+    return _json_object(Path(folder) / LOCK_NAME)
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None for a missing, unreadable or corrupt file."""
     try:
-        info = json.loads((Path(folder) / LOCK_NAME).read_text())
-    except (OSError, ValueError):
+        info = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     return info if isinstance(info, dict) else None
 
@@ -95,21 +104,22 @@ def holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 def _describe(info: dict[str, Any] | None) -> str:
     if not info:
         return "another process"
-    started = info.get("started")
-    when = (time.strftime(", started %Y-%m-%d %H:%M:%S", time.localtime(started))
-            if isinstance(started, int | float) else "")
+    try:
+        when = time.strftime(", started %Y-%m-%d %H:%M:%S", time.localtime(info["started"]))
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        when = ""
     return (f"pid {info.get('pid')} on {info.get('host')} "
             f"('varbayes {info.get('command')}'{when})")
 
 
 def _refuse(folder: Path, info: dict[str, Any] | None) -> VarbayesError:
     return VarbayesError(f"--out {folder} is being written by {_describe(info)}: wait for it "
-                         "to finish, or pass another --out")
+                         f"to finish, or pass another --out (its lock: {LOCK_NAME})")
 
 
 def _lock(folder: Path) -> tuple[int, str | None]:
-    """Take the folder's lock; return the open descriptor and the command of the previous
-    writer (None for a new folder)."""
+    """Take the folder's lock; return the open descriptor and the folder's owner, the command
+    whose outputs it holds (None for a new folder)."""
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         locked = _flock(fd)
@@ -119,21 +129,27 @@ def _lock(folder: Path) -> tuple[int, str | None]:
     except BaseException:
         os.close(fd)
         raise
-    return fd, (info or {}).get("command")
+    info = info or {}
+    return fd, info.get("owner", info.get("command"))
 
 
 def _write_record(fd: int, record: dict[str, Any]) -> None:
     data = (json.dumps(record) + "\n").encode()
     os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _flock(fd: int) -> bool | None:
-    """True: locked; False: held by another process; None: no ``flock`` on this system."""
+    """True: locked; False: held by another process; None: no lock on this file system.
+
+    POSIX ``flock``, or ``msvcrt.locking`` of the first byte on Windows; both go with the
+    process."""
     try:
         import fcntl
     except ImportError:
-        return None
+        return _windows_lock(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -145,9 +161,22 @@ def _flock(fd: int) -> bool | None:
     return True
 
 
+def _windows_lock(fd: int) -> bool | None:
+    try:
+        import msvcrt
+    except ImportError:
+        return None
+    try:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
 def _alive(info: dict[str, Any]) -> bool:
-    """Whether the recorded writer still runs (a writer on another host counts as alive)."""
-    if info.get("host") != socket.gethostname():
+    """Whether the recorded writer still runs (a writer on another host counts as alive;
+    so does any on Windows, where ``os.kill`` would end it)."""
+    if info.get("host") != socket.gethostname() or os.name == "nt":
         return True
     try:
         os.kill(int(info["pid"]), 0)
@@ -170,15 +199,9 @@ def _release(folder: Path, fd: int) -> None:
         os.close(fd)
 
 
-def _check_provenance(folder: Path, previous: str | None) -> None:
-    """Refuse a folder that another command wrote: its last writer in the lock file, else the
-    command recorded in its ``metrics.json``."""
-    written_by = previous
-    if written_by is None:
-        try:
-            written_by = json.loads((folder / "metrics.json").read_text()).get("command")
-        except (OSError, ValueError, AttributeError):
-            return
+def _check_provenance(folder: Path, written_by: str | None) -> None:
+    """Refuse a folder that holds another command's outputs (its owner: the lock file's,
+    else the command in its ``metrics.json``)."""
     if written_by and written_by != _SESSION["command"]:
         raise VarbayesError(f"--out {folder} holds the outputs of 'varbayes {written_by}': "
                             f"'varbayes {_SESSION['command']}' would overwrite them; pass "

@@ -69,22 +69,40 @@ def handled(grace: float = GRACE) -> Iterator[None]:
             _STATE.update(signum=None)
         return
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
-    read, write = os.pipe()
-    os.set_blocking(write, False)
-    wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     done = threading.Event()
-    watchdog = threading.Thread(target=_watch, args=(read, done, grace), daemon=True)
-    watchdog.start()
+    watch = _start_watchdog(done, grace)
     try:
         yield
     finally:
-        _STATE.update(signum=None)  # a signal belongs to this block only
-        done.set()
-        signal.set_wakeup_fd(wakeup)
-        os.close(write)  # the watchdog reads end-of-file and returns
-        watchdog.join(timeout=5)
+        if watch is not None:  # the wakeup fd first, so no signal writes to a closed pipe
+            signal.set_wakeup_fd(watch[0])
         for s, h in previous.items():
             signal.signal(s, h)
+        done.set()
+        if watch is not None:
+            os.close(watch[1])  # the watchdog reads end-of-file and returns
+            watch[2].join(timeout=5)
+        signum = _STATE["signum"]
+        _STATE.update(signum=None)  # a signal belongs to this block only
+    if signum is not None:  # one that came after the work's last check point
+        raise Interrupted(signum)
+
+
+def _start_watchdog(done: threading.Event, grace: float
+                    ) -> tuple[int, int, threading.Thread] | None:
+    """The previous wakeup fd, our pipe's write end and the watchdog thread; None where a
+    wakeup pipe cannot be set (Windows before Python 3.12)."""
+    read, write = os.pipe()
+    try:
+        os.set_blocking(write, False)
+        wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except (OSError, ValueError):
+        os.close(read)
+        os.close(write)
+        return None
+    watchdog = threading.Thread(target=_watch, args=(read, done, grace), daemon=True)
+    watchdog.start()
+    return wakeup, write, watchdog
 
 
 def _watch(read: int, done: threading.Event, grace: float) -> None:
@@ -113,6 +131,11 @@ def _watch(read: int, done: threading.Event, grace: float) -> None:
 def pending() -> int | None:
     """The signal received so far, or None."""
     return _STATE["signum"]
+
+
+def clear() -> None:
+    """Forget the recorded signal: the caller has acted on it (printed its line)."""
+    _STATE.update(signum=None)
 
 
 def check() -> None:

@@ -23,6 +23,7 @@ import pytest
 from varbayes.inference.vi.checkpoint import load_checkpoint
 
 LONG = os.environ.get("VARBAYES_FAULTS_LONG") == "1"
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="kill -9, rlimits, /proc")
 KILLABLE = Path(__file__).with_name("killable.py")
 TRAIN = ["vae", "train", "--latent", "2", "--hidden", "20", "--n-train", "300", "--n-test",
          "50", "--batch-size", "50", "--epochs", "150", "--quiet"]
