@@ -222,7 +222,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         os.replace(tmp, p)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:  # name the file, not the fd
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # the file, not fd or temp
             raise OSError(e.errno, e.strerror, str(p)) from e
         raise
     return p

@@ -55,3 +55,20 @@ def test_atomic_write_names_the_file(tmp_path, monkeypatch):
         io.atomic_write_bytes(tmp_path / "a.json", b"{}")
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "a.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_name_taken_by_a_folder_is_one_line(tmp_path, capsys):
+    """EISDIR: ``metrics.json`` exists as a folder; ENOTDIR: ``--out`` runs through a file."""
+    io.set_quiet(True)
+    out = tmp_path / "out"
+    (out / "metrics.json").mkdir(parents=True)
+    argv = ["ising", "denoise", "--image", "shapes", "--iters", "2", "--out"]
+    assert main([*argv, str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(EISDIR)" in err[0] and str(out / "metrics.json") in err[0], err
+    assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")
+            ] == []
+    (tmp_path / "file").write_text("x")
+    assert main([*argv, str(tmp_path / "file" / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Not a directory" in err[0] and "file/sub" in err[0], err
