@@ -388,9 +388,11 @@ def _one_epoch(options: SVIOptions, N: int, data: Sequence[Any], transform: Tran
         if transform is not None:
             batch = transform(batch, rng)
         losses.append(step(batch))
-        if signals.pending() is not None:  # SIGINT / SIGTERM: stop after this step
-            raise _interrupted(epoch, options.epochs, checkpoint)
-        bar.update()
+        try:  # SIGINT / SIGTERM: stop after this step, naming the checkpoint
+            signals.check()
+            bar.update()  # checks again: a signal that lands between the two is named too
+        except signals.Interrupted:
+            raise _interrupted(epoch, options.epochs, checkpoint) from None
     bad = finite(losses)
     if bad is not None:
         raise _diverged(epoch, bad, checkpoint, epoch)
