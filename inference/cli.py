@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from varbayes import __version__
-from varbayes.inference import runlock, signals
+from varbayes.inference import ranks, runlock, signals
 from varbayes.models.errors import VarbayesError
 
 
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _main(argv)
     except KeyboardInterrupt as e:  # while the parser was built, or after the last check
         return _interrupted(e, "varbayes")
+    finally:
+        ranks.leave()
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -82,12 +84,23 @@ def _main(argv: Sequence[str] | None) -> int:
     from varbayes.inference.io import set_quiet, set_verbose
 
     parser = build_parser()
+    if argv is None and ranks.launched():  # a process of --nproc: the launcher's arguments
+        from varbayes.inference.launch import launched_argv
+
+        argv = launched_argv()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
     set_verbose(getattr(args, "verbose", False))
     name = f"varbayes {args.command_path}"
     try:
         check_common(args)
+        if getattr(args, "nproc", 1) > 1 and not ranks.launched():
+            _check_nproc(args)
+            from varbayes.inference.launch import launch
+
+            return launch(sys.argv[1:] if argv is None else list(argv), args.nproc)
+        if ranks.launched():
+            _join(args)
         with runlock.writer(args.command_path, force=getattr(args, "force", False)):
             status = int(args.func(args) or 0)
         signals.check()  # a signal after the work's last check point still ends it
@@ -98,7 +111,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if signals.pending() is not None:  # the signal came first: it sets the status
             return _interrupted(signals.Interrupted(signals.pending()), name)
         if isinstance(e, VarbayesError):
-            print(f"{name}: error: {e}", file=sys.stderr)
+            if ranks.is_main():  # the other ranks meet the same check: one line in all
+                print(f"{name}: error: {e}", file=sys.stderr)
             return 2
         # a full disk, a read-only mount, a folder where a file goes ...
         code = errno.errorcode.get(e.errno or 0, "")
@@ -108,11 +122,38 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
 
 
+def _check_nproc(args: argparse.Namespace) -> None:
+    """``--nproc`` is for Pyro runs."""
+    if getattr(args, "backend", "pyro") != "pyro":
+        raise VarbayesError(f"--nproc {args.nproc} is for the Pyro backend: a NumPyro run "
+                            f"uses several devices with --devices {args.nproc}")
+
+
+def _join(args: argparse.Namespace) -> None:
+    """A process started by torchrun: join the process group; ranks other than 0 are
+    quiet (rank 0 prints the progress and writes the files)."""
+    from varbayes.inference.io import set_quiet
+
+    if not hasattr(args, "nproc"):
+        raise VarbayesError(f"varbayes {args.command_path} runs in one process: start it "
+                            "without torchrun")
+    if getattr(args, "backend", "pyro") != "pyro":
+        raise VarbayesError("torchrun started this NumPyro run: NumPyro runs in one process "
+                            "and uses several devices with --devices N; torchrun and --nproc "
+                            "are for the Pyro backend")
+    if os.environ.get("VARBAYES_LAUNCH_ARGV") is not None:  # our --nproc launcher's child
+        ranks.stop_with_parent()
+    ranks.init_from_env()
+    if not ranks.is_main():
+        set_quiet(True)
+
+
 def _interrupted(e: KeyboardInterrupt, name: str) -> int:
     """One line for SIGINT / SIGTERM; the exit status 128 + the signal number."""
     signals.clear()  # acted on: the end of signals.handled() must not raise it again
     status = getattr(e, "status", 128 + signal.SIGINT)
-    print(f"{name}: {e or 'interrupted by SIGINT'}", file=sys.stderr)
+    if ranks.is_main():
+            print(f"{name}: {e or 'interrupted by SIGINT'}", file=sys.stderr)
     return status
 
 

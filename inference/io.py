@@ -74,7 +74,7 @@ class Progress:
     """
 
     def __init__(self, total: int | None, desc: str, *, stream: Any = None,
-                 every: float | None = None) -> None:
+                 every: float | None = None, quiet: bool = False) -> None:
         import sys
         import time
 
@@ -83,7 +83,7 @@ class Progress:
         self.every = LOG_EVERY if every is None else every
         self.fields: dict[str, Any] = {}
         self.start = self.last = time.monotonic()
-        self.quiet = _QUIET["value"]
+        self.quiet = quiet or _QUIET["value"]  # quiet: e.g. a rank other than 0
         isatty = getattr(self.stream, "isatty", lambda: False)()
         self.bar = None
         if not self.quiet and isatty:

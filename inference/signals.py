@@ -116,6 +116,8 @@ def _watch(read: int, done: threading.Event, grace: float) -> None:
             signum = next((b for b in data if b in SIGNALS), None)
             if signum is None:
                 continue
+            if _STATE.get("unwatched"):  # a launcher's own handlers act on it
+                continue
             if done.wait(grace):
                 return
             name = signal.Signals(signum).name
@@ -142,3 +144,27 @@ def check() -> None:
     """Raise :class:`Interrupted` if a signal arrived."""
     if _STATE["signum"] is not None:
         raise Interrupted(_STATE["signum"])
+
+
+def record(signum: int) -> None:
+    """Record ``signum`` as if it had arrived (e.g. another rank of a distributed run was
+    interrupted, so this one stops after the same step); a signal already recorded stays."""
+    if _STATE["signum"] is None:
+        _STATE["signum"] = signum
+
+
+@contextlib.contextmanager
+def unwatched() -> Iterator[None]:
+    """Inside a :func:`handled` block: the default SIGINT / SIGTERM handlers back and no
+    watchdog, for code that installs its own (a launcher that stops its child processes)."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, signal.default_int_handler if s == signal.SIGINT
+                                     else signal.SIG_DFL) for s in SIGNALS}
+    _STATE["unwatched"] = True
+    try:
+        yield
+    finally:
+        _STATE.pop("unwatched", None)
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -24,6 +24,17 @@ def add_common(parser: argparse.ArgumentParser, *, out: bool = True, seed: bool 
                         help="also show other libraries' own progress bars (NumPyro's MCMC)")
 
 
+def add_parallel(parser: argparse.ArgumentParser) -> None:
+    """Add ``--devices`` (NumPyro: JAX devices) and ``--nproc`` (Pyro: torch.distributed
+    processes, launched through ``torch.distributed.run``)."""
+    parser.add_argument("--devices", type=int, default=1, metavar="N",
+                        help="NumPyro: split every batch over the first N JAX devices "
+                             "(default 1)")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="Pyro: run on N processes (torchrun, gloo on CPU / NCCL on GPU), "
+                             "each with its share of every batch (default 1)")
+
+
 #: Seeds are 32-bit unsigned integers in numpy, torch and JAX alike.
 MAX_SEED = 2**32 - 1
 
@@ -33,6 +44,9 @@ def check_common(args: argparse.Namespace) -> None:
     seed = getattr(args, "seed", None)
     check(seed is None or 0 <= seed <= MAX_SEED,
           f"--seed must be in [0, {MAX_SEED}], got {seed}")
+    for flag in ("devices", "nproc"):
+        n = getattr(args, flag, 1)
+        check(n >= 1, f"--{flag} must be >= 1, got {n}")
     out = getattr(args, "out", None)
     check(out is None or str(out).strip() != "",
           "--out must name a folder, got an empty string: pass --out DIR")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from pathlib import Path
 
 import numpy as np
 
+from varbayes.inference import ranks
 from varbayes.inference.backends import BACKENDS
 from varbayes.inference.commands._limits import (
     available_memory,
@@ -20,7 +22,12 @@ from varbayes.inference.commands._limits import (
     format_bytes,
     round_down,
 )
-from varbayes.inference.commands._options import add_common, add_data_dir, add_run_dir
+from varbayes.inference.commands._options import (
+    add_common,
+    add_data_dir,
+    add_parallel,
+    add_run_dir,
+)
 from varbayes.inference.data.datasets import DATASETS
 from varbayes.inference.io import out_dir, save_figure, write_metrics
 from varbayes.inference.vae import figures
@@ -104,7 +111,7 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         prior_scale=args.prior_scale, init_sigma=args.init_sigma, init_std=args.init_std,
         jit=not args.no_jit, compiler=args.compiler, n_train=args.n_train, n_test=args.n_test,
         time_limit=None if args.time_limit is None else 60 * args.time_limit,
-        resume=args.resume, seed=args.seed)
+        resume=args.resume, seed=args.seed, devices=args.devices)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -116,8 +123,10 @@ def _train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    out = out_dir(args.out)
+    out = out_dir(args.out) if ranks.is_main() else Path(args.out)  # rank 0 writes
     r = train_run(spec, out)
+    if not ranks.is_main():
+        return 0
     m, config = r.metrics, r.config
     print(f"varbayes vae train: {spec.dataset}, {spec.backend} {spec.elbo} ELBO, "
           f"{config.x_dim}-{'-'.join(map(str, config.hidden))}-{config.z_dim}, "
@@ -283,6 +292,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the outputs describe the epochs done and --resume can continue")
     t.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out (same options) up to --epochs")
+    add_parallel(t)
     add_common(t)
     add_data_dir(t, download=True)
     t.set_defaults(func=_train)

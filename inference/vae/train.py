@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from varbayes.inference import ranks
 from varbayes.inference.backends import model_module
 from varbayes.inference.data import datasets
 from varbayes.inference.io import write_metrics
@@ -79,6 +80,8 @@ class TrainSpec(NamedTuple):
     n_test: int | None = None
     time_limit: float | None = None
     """Seconds: stop after the first epoch that ends past it."""
+    devices: int = 1
+    """NumPyro: JAX devices each batch is split over (``SVIOptions.devices``)."""
     resume: bool = False
     seed: int = 0
 
@@ -188,7 +191,8 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
     options = SVIOptions(backend=spec.backend, elbo=spec.elbo, particles=spec.particles,
                          optimizer=spec.optimizer, lr=spec.lr, epochs=epochs,
                          batch_size=spec.batch_size, seed=spec.seed, jit=spec.jit,
-                         compiler=spec.compiler, time_limit=spec.time_limit)
+                         compiler=spec.compiler, time_limit=spec.time_limit,
+                         devices=spec.devices)
     mod = model_module("vae", spec.backend)
     if bayes is not None:
         bmod = model_module("bayesian_vae", spec.backend)
@@ -219,6 +223,8 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
                  # ELBOs (it is reported as kl_weights)
                  eval_global="drop" if bayes is not None else "once")
     wall = time.perf_counter() - t0
+    if not ranks.is_main():  # the other ranks of a torch.distributed run write nothing
+        return TrainedRun({}, [], config, result.epochs, result.start_epoch)
     if bayes is not None:
         posterior = bmod.with_params(vae, result.params)
         trained = mod.build(config, bmod.weights(posterior))  # θ at the posterior mean μ
@@ -231,6 +237,7 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
         "epochs": result.epochs, "seconds_per_epoch": float(np.median(h["seconds"])),
         "n_params": n_params(config), "n_train": len(data.x_train), "n_test": len(data.x_test),
         "latent": config.z_dim, "particles": options.particles, "wall_seconds": wall,
+        "devices": options.devices, "processes": ranks.world(),
     }
     metrics["elbo_gap"] = metrics["train_elbo"] - metrics["test_elbo"]
     names: list[str] = []

@@ -32,6 +32,7 @@ def options_header(options: Any) -> dict[str, Any]:
     d.pop("eval_batch_size")
     d.pop("time_limit")
     d.pop("compiler")  # rounding only; see SVIOptions.compiler
+    d.pop("devices", None)  # the same run on any number of devices (up to rounding)
     if d["backend"] == "numpyro":
         d.pop("jit")
     return d

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from varbayes.inference import signals
+from varbayes.inference import ranks, sharding, signals
 from varbayes.inference.backends import check_backend
 from varbayes.inference.io import Progress
 from varbayes.inference.ppl import (
@@ -49,6 +49,7 @@ from varbayes.inference.ppl import (
     observed,
     to_backend,
 )
+from varbayes.inference.vi import data_parallel
 from varbayes.inference.vi.checkpoint import (
     check_compatible,
     flatten_state,
@@ -107,6 +108,12 @@ class SVIOptions(NamedTuple):
     time_limit: float | None = None
     """Wall-clock budget in seconds: stop after the first epoch that ends past it (the
     checkpoint is complete, so ``--resume`` can continue). None: run all epochs."""
+    devices: int = 1
+    """NumPyro: split every minibatch (and evaluation batch) over the first ``devices`` JAX
+    devices, params and optimizer state replicated (:mod:`varbayes.inference.sharding`);
+    ``batch_size`` must divide by it. The same run on any number of devices, up to the
+    order of floating-point sums. Pyro runs data-parallel over the ranks of ``torchrun``
+    instead (:mod:`.data_parallel`), so this stays 1 there."""
 
 
 class FitResult(NamedTuple):
@@ -148,6 +155,17 @@ def check_options(options: SVIOptions) -> None:
           f"--time-limit must be > 0, got {options.time_limit}")
     check(options.eval_batch_size >= 1,
           f"eval_batch_size must be >= 1, got {options.eval_batch_size}")
+    check(isinstance(options.devices, int) and options.devices >= 1,
+          f"--devices must be >= 1, got {options.devices!r}")
+    if options.backend == "pyro":
+        check(options.devices == 1, f"--devices {options.devices} is for the NumPyro backend: "
+                                    "run a Pyro model on several processes with --nproc N "
+                                    "(torchrun and torch.distributed)")
+    else:
+        check(not ranks.launched(), "this NumPyro run was started by torchrun: NumPyro runs "
+                                    "in one process and uses several devices with --devices "
+                                    "N; torchrun (--nproc) is for the Pyro backend")
+        sharding.check_devices(options.devices)
 
 
 def _n_rows(arrays: Sequence[Any], what: str) -> int:
@@ -182,6 +200,10 @@ def check_pair(model: Callable[..., None], guide: Callable[..., None], data: Seq
     """Refuse, in one line, a pair of the other backend and a minibatch the model does not
     scale to the full data (each observed site's log density must be scaled by N/M)."""
     M = min(options.batch_size, N)
+    if options.devices > 1:
+        sharding.check_divides(M, options.devices, "--batch-size")
+    if ranks.world() > 1:
+        sharding.check_divides(M, ranks.world(), "--batch-size", "--nproc")
     batch = to_backend(_take(data, slice(0, M)), options.backend)
     if M < N and not accepts(model, "n_data"):
         raise VarbayesError(
@@ -218,12 +240,12 @@ def _take(arrays: Sequence[Any], idx: np.ndarray | slice) -> Batch:
     return tuple(None if a is None else a[idx] for a in arrays)
 
 
-def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
+def _epoch_rng(seed: int, epoch: int, stream: int, *more: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream, *more]))
 
 
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    return int(_epoch_rng(seed, epoch, stream).integers(2**31 - 1))
+def _epoch_seed(seed: int, epoch: int, stream: int, *more: int) -> int:
+    return int(_epoch_rng(seed, epoch, stream, *more).integers(2**31 - 1))
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -360,14 +382,16 @@ def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Tra
     t_start = time.perf_counter()
     done = start
     per_epoch = _steps_per_epoch(N, options.batch_size)
-    with Progress(per_epoch * (options.epochs - start), "fit") as bar:
+    with Progress(per_epoch * (options.epochs - start), "fit",
+                  quiet=not ranks.is_main()) as bar:
         for epoch in range(start, options.epochs):
             bar.note(epoch=f"{epoch + 1}/{options.epochs}")
             _one_epoch(options, N, data, transform, epoch, history, step, begin_epoch, evaluate,
                        save, checkpoint, finite, bar)
             done = epoch + 1
-            if (options.time_limit is not None
-                    and time.perf_counter() - t_start > options.time_limit):
+            late = (options.time_limit is not None
+                    and time.perf_counter() - t_start > options.time_limit)
+            if ranks.all_max(float(late)) > 0:  # every rank stops after the same epoch
                 break
     return done
 
@@ -515,19 +539,24 @@ def pyro_loss(options: SVIOptions, model: Callable[..., None], guide: Callable[.
     return loss
 
 
-def pyro_step(loss: Callable[..., Any], optimizer: Any) -> Callable[..., Any]:
+def pyro_step(loss: Callable[..., Any], optimizer: Any,
+              reduce: Callable[[Any], float] | None = None) -> Callable[..., Any]:
     """``step(*batch) -> loss``: the differentiable loss (:func:`pyro_loss`), backward, the
     optimizer step.
 
     Pyro's own ``SVI.step`` does the same with a per-param optimizer wrapper and a second
     trace to collect the params; this is the faster route measured in ``benchmarks/vae.py``.
-    Run it under ``pyro.validation_enabled(False)`` for speed.
+    Run it under ``pyro.validation_enabled(False)`` for speed. ``reduce(loss)``, between
+    backward and the optimizer step, may average the gradients over ranks and returns the
+    loss to report (:func:`.data_parallel.average_gradients`).
     """
 
     def step(*batch: Any) -> Any:
         value = loss(*batch)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
+        if reduce is not None:
+            value = reduce(value)
         optimizer.step()
         return value
 
@@ -552,6 +581,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
 
     pyro.clear_param_store()
     eval_elbo = pyro_elbo(options, jit=False)
+    world, rank = ranks.world(), ranks.rank()
 
     def step_args(batch: Batch) -> Batch:
         args = list(tensors(batch))
@@ -564,11 +594,19 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
         return tuple(args)
     train_model = bind_n_data(model, N)
     train_guide = bind_n_data(guide, N)
+    M = min(options.batch_size, N)
+    if world > 1:  # each rank its M/world rows, drawn as one process draws them
+        train_model = data_parallel.rank_draws(train_model, N, M // world, rank, world,
+                                               warn=False)  # its latents are the guide's
+        train_guide = data_parallel.rank_draws(train_guide, N, M // world, rank, world)
     eval_model = poutine.block(bind_n_data(model, None), hide=list(eval_hide))
     eval_guide = bind_n_data(guide, None)
 
+    def local(batch: Batch) -> Batch:
+        return data_parallel.local_rows(batch, rank, world) if world > 1 else tuple(batch)
+
     with pyro.validation_enabled(False):
-        first = tensors(_take(data, slice(0, min(options.batch_size, N))))
+        first = tensors(local(_take(data, slice(0, M))))
         # Register every param: those of the training and of the evaluation calls (guide
         # first, as the ELBO runs it). A param created only later would be missing from the
         # optimizer and the checkpoint, so _check_params refuses that at
@@ -598,7 +636,8 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
         loss = pyro_loss(options, train_model, train_guide, params,
                          pyro_compiler(options,
                                        _steps_per_epoch(N, options.batch_size) * options.epochs))
-        one_step = pyro_step(loss, optimizer)
+        one_step = pyro_step(loss, optimizer, None if world == 1 else functools.partial(
+            data_parallel.average_gradients, params))
         if options.jit:
             # Compile before any real step (gradients discarded, params untouched): inductor
             # compiles (or falls back) on the first call, and the TorchScript profiling
@@ -610,7 +649,8 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             optimizer.zero_grad(set_to_none=True)
 
         def step(batch: Batch) -> float:
-            loss = one_step(*step_args(batch)).item()
+            value = one_step(*step_args(local(batch)))  # a tensor, or the ranks' float
+            loss = value.item() if isinstance(value, torch.Tensor) else value
             if len(store.keys()) != len(names):
                 _check_params(store, names)
             return loss
@@ -619,21 +659,27 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             torch.manual_seed(_epoch_seed(options.seed, epoch, 1))
 
         def evaluate(epoch: int) -> dict[str, float]:
-            torch.manual_seed(_epoch_seed(options.seed, epoch, 2))
+            # batch j is rank j % world's, its draws seeded by (seed, epoch, j): the same
+            # numbers for any number of ranks
             scores = {}
             B = options.eval_batch_size
             for name, arrays in eval_sets.items():
                 n = _n_rows(arrays, name)
-                total = 0.0
-                for i in range(0, n, B):
+                total = torch.zeros(1, dtype=torch.float64)
+                for j, i in enumerate(range(0, n, B)):
+                    if j % world != rank:
+                        continue
+                    torch.manual_seed(_epoch_seed(options.seed, epoch, 2, j))
                     batch = tensors(_take(arrays, slice(i, i + B)))
                     f = len(batch[0]) / n if count_global else 0.0  # once over the set
                     total += eval_elbo.loss(pyro_global_scale(eval_model, f),
                                             pyro_global_scale(eval_guide, f), *batch)
-                scores[name] = -total / n
+                scores[name] = -float(ranks.all_sum(total).item()) / n
             return scores
 
         def save(epoch: int, history: dict[str, list[float]]) -> None:
+            if not ranks.is_main():  # rank 0 writes; the ranks hold the same state
+                return
             arrays = {f"param/{n}": p.detach().numpy().copy()
                       for n, p in zip(names, params, strict=True)}
             skeleton = flatten_state(optimizer.state_dict(), "optim", arrays)
@@ -689,8 +735,18 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     svi = numpyro_svi(train_model, train_guide, options)
     elbo = svi.loss
 
+    mesh = sharding.mesh(options.devices) if options.devices > 1 else None
+
     def jarr(batch: Batch) -> Batch:
-        return to_backend(tuple(batch), "numpyro")
+        """The batch as JAX arrays; on a mesh split over its devices where the rows divide
+        by them (else, e.g. a short last evaluation batch, copied to every device)."""
+        arrays = to_backend(tuple(batch), "numpyro")
+        if mesh is None:
+            return arrays
+        rows = _n_rows(arrays, "batch")
+        if rows % options.devices == 0:
+            return sharding.shard_rows(arrays, mesh)
+        return sharding.replicate(arrays, mesh)
 
     first = jarr(_take(data, slice(0, min(options.batch_size, N))))
     state = svi.init(jax.random.PRNGKey(_epoch_seed(options.seed, 0, 3)), *first)
@@ -714,6 +770,8 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
             new.append(jnp.asarray(value))
         state = jax.tree_util.tree_unflatten(treedef, new)
         start = int(header["epoch"])
+    if mesh is not None:
+        state = sharding.replicate(state, mesh)
     history = _new_history(eval_sets, header)
     # Donating the old state lets XLA update the parameters and optimizer moments in place:
     # 25-35% faster per step on the 2-core CPU for a 784-400-20 VAE (benchmarks/vae.py).
