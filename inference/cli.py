@@ -101,6 +101,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return launch(sys.argv[1:] if argv is None else list(argv), args.nproc)
         if ranks.launched():
             _join(args)
+        if hasattr(args, "devices") and ranks.init_jax_from_env() and not ranks.is_main():
+            from varbayes.inference.io import set_quiet
+
+            set_quiet(True)  # JAX process 0 prints and writes
         with runlock.writer(args.command_path, force=getattr(args, "force", False)):
             status = int(args.func(args) or 0)
         signals.check()  # a signal after the work's last check point still ends it

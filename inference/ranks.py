@@ -1,9 +1,16 @@
-"""The processes of a ``torch.distributed`` run (``torchrun``): who am I, and sums over all.
+"""The processes of a distributed run: who am I, who writes, and reductions over all.
 
-A process started by ``torchrun`` (or ``varbayes ... --nproc N``) finds ``RANK``,
-``WORLD_SIZE`` and the rendezvous in its environment; :func:`init_from_env` joins the
-process group (gloo on CPU, NCCL when CUDA is used). Outside such a run every function here
-answers for one process: rank 0 of 1, and the reductions return their input.
+Two kinds of run have several processes:
+
+- ``torch.distributed`` (``torchrun``, or ``varbayes ... --nproc N``): a process finds
+  ``RANK``, ``WORLD_SIZE`` and the rendezvous in its environment; :func:`init_from_env`
+  joins the process group (gloo on CPU, NCCL when CUDA is used).
+- ``jax.distributed`` (several hosts, each with its own devices, one JAX program):
+  :func:`init_jax_from_env` starts it from ``JAX_COORDINATOR_ADDRESS``,
+  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+
+Outside such runs every function here answers for one process: rank 0 of 1, and the
+reductions return their input. Only the main process (rank 0, JAX process 0) writes files.
 """
 
 from __future__ import annotations
@@ -88,9 +95,44 @@ def rank() -> int:
     return dist.get_rank()
 
 
+def jax_processes() -> tuple[int, int]:
+    """(this process's index, the number of processes) of ``jax.distributed``; (0, 1) when
+    it was not started."""
+    if "jax" not in sys.modules:
+        return 0, 1
+    import jax
+
+    if not jax.distributed.is_initialized():
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def init_jax_from_env() -> bool:
+    """Start ``jax.distributed`` when ``JAX_COORDINATOR_ADDRESS`` is set (with
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, or what JAX detects on a cluster); return
+    whether it runs. Call before any other JAX work."""
+    if not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return False
+    import jax
+
+    if jax.distributed.is_initialized():
+        return True
+    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    try:
+        jax.distributed.initialize(num_processes=None if count is None else int(count),
+                                   process_id=None if index is None else int(index))
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VarbayesError(f"cannot start jax.distributed (JAX_COORDINATOR_ADDRESS="
+                            f"{os.environ['JAX_COORDINATOR_ADDRESS']}, JAX_NUM_PROCESSES="
+                            f"{count}, JAX_PROCESS_ID={index}): {first}") from None
+    return True
+
+
 def is_main() -> bool:
-    """True on rank 0, the one process that writes files and prints."""
-    return rank() == 0
+    """True in the one process that writes files and prints: torch rank 0 and JAX process 0
+    (every process outside a distributed run)."""
+    return rank() == 0 and jax_processes()[0] == 0
 
 
 def all_sum(t: Any) -> Any:
@@ -104,7 +146,13 @@ def all_sum(t: Any) -> Any:
 
 
 def all_max(value: float) -> float:
-    """The largest ``value`` over all ranks (e.g. a flag that any rank may raise)."""
+    """The largest ``value`` over all ranks or JAX processes (e.g. a flag that any of them
+    may raise)."""
+    if jax_processes()[1] > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        return float(np.max(multihost_utils.process_allgather(np.float64(value))))
     if not active():
         return value
     import torch

@@ -803,9 +803,11 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     def save(epoch: int, history: dict[str, list[float]]) -> None:
         leaves = jax.tree_util.tree_leaves(holder["state"])
         arrays = {f"state/{i}": np.asarray(v) for i, v in enumerate(leaves)}
-        if export is not None:
+        if export is not None:  # computed by every JAX process: one program over the mesh
             arrays.update({f"export/{k}": np.asarray(v)
                            for k, v in export(svi.get_params(holder["state"])).items()})
+        if not ranks.is_main():  # JAX process 0 writes
+            return
         save_checkpoint(checkpoint, arrays, make_header(options, meta, epoch, history,
                                                    n_leaves=len(leaves)))
 
@@ -817,5 +819,7 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     done = _run_epochs(options, N, data, transform, start, history, step, lambda e: None,
                        evaluate, save, checkpoint, finite)
     params = svi.get_params(holder["state"])
+    if mesh is not None:  # plain arrays on this process's default device, for what follows
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), params)
     n = int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
     return FitResult(params, history, done, start, n)

@@ -134,3 +134,34 @@ def test_two_ranks_stop_together_at_the_time_limit_and_resume(tmp_path):
     done = _varbayes([*PYRO, "--epochs", "3", "--resume", "--out", str(out)])  # on 1 process
     assert done.returncode == 0, done.stderr
     assert _checkpoint(out)[1]["epoch"] == 3
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_jax_processes_with_two_devices_each_train_the_four_device_run(tmp_path):
+    """jax.distributed on localhost: 2 processes x 2 forced host devices = one 4-device
+    mesh; process 0 writes, and the run is the one-process 4-device run."""
+    argv = [*TRAIN, "--epochs", "3", "--devices", "4"]
+    hosts, one = tmp_path / "hosts", tmp_path / "one"
+    port = _free_port()
+    jobs = [subprocess.Popen([sys.executable, "-m", "varbayes", *argv, "--out", str(hosts)],
+                             env={**_env(2), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                                  "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+    outs = [job.communicate(timeout=300) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outs
+    assert "wrote" in outs[0][0] and "wrote" not in outs[1][0]  # process 0 prints, writes
+    done = _varbayes([*argv, "--out", str(one)], devices=4)
+    assert done.returncode == 0, done.stderr
+    (xa, ha), (xb, hb) = _checkpoint(one), _checkpoint(hosts)
+    assert ha["epoch"] == hb["epoch"] == 3
+    for k in xa:
+        scale = max(float(np.abs(xa[k]).max()), 1e-30)
+        assert float(np.abs(xa[k] - xb[k]).max()) <= 1e-4 * scale, k
