@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 #: Registered benchmarks, in the order ``all`` runs them.
-BENCHMARKS: tuple[str, ...] = ("datasets", "mcmc", "ising", "vae", "evidence")
+BENCHMARKS: tuple[str, ...] = ("datasets", "mcmc", "ising", "vae", "evidence", "scaling")
 
 
 def _table(name: str, metrics: dict[str, float]) -> str:

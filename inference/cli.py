@@ -69,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``varbayes`` console script; returns the exit status."""
     try:
         with signals.handled():
-            return _main(argv)
+            status = _main(argv)
     except KeyboardInterrupt as e:  # while the parser was built, or after the last check
-        return _interrupted(e, "varbayes")
-    finally:
-        ranks.leave()
+        status = _interrupted(e, "varbayes")
+    if ranks.launched():
+        ranks.leave_and_exit(status)
+    return status
 
 
 def _main(argv: Sequence[str] | None) -> int:

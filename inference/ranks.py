@@ -186,4 +186,20 @@ def leave() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # every rank at the same point first: gloo aborts a process (SIGABRT) whose peer
+        # tears the group down while it still talks to it
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def leave_and_exit(status: int) -> None:
+    """End a rank: leave the process group, flush the output and exit with ``status``
+    without the interpreter's teardown, where gloo's threads now and then abort the process
+    (SIGABRT, "terminate called without an active exception": 1 to 2 runs in 10 of a
+    two-rank Pyro job here, after all its work), which would fail a finished job."""
+    try:
+        leave()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"varbayes": "varbayes", "models": "varbayes.models",
             "inference": "varbayes.inference"}
 GENERIC = ("vi", "mcmc", "evidence", "workflow", "data", "backends", "ppl", "io", "runlock",
-           "signals")
+           "signals", "sharding", "ranks", "launch")
 FAMILIES = ("ising", "vae")
 HEAVY = ("torch", "pyro", "jax", "numpyro")
 

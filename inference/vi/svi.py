@@ -157,15 +157,19 @@ def check_options(options: SVIOptions) -> None:
           f"eval_batch_size must be >= 1, got {options.eval_batch_size}")
     check(isinstance(options.devices, int) and options.devices >= 1,
           f"--devices must be >= 1, got {options.devices!r}")
-    if options.backend == "pyro":
-        check(options.devices == 1, f"--devices {options.devices} is for the NumPyro backend: "
-                                    "run a Pyro model on several processes with --nproc N "
-                                    "(torchrun and torch.distributed)")
-    else:
-        check(not ranks.launched(), "this NumPyro run was started by torchrun: NumPyro runs "
-                                    "in one process and uses several devices with --devices "
-                                    "N; torchrun (--nproc) is for the Pyro backend")
-        sharding.check_devices(options.devices)
+
+
+def _check_pyro_parallel(options: SVIOptions) -> None:
+    check(options.devices == 1, f"--devices {options.devices} is for the NumPyro backend: "
+                                "run a Pyro model on several processes with --nproc N "
+                                "(torchrun and torch.distributed)")
+
+
+def _check_numpyro_parallel(options: SVIOptions) -> None:
+    check(not ranks.launched(), "this NumPyro run was started by torchrun: NumPyro runs in "
+                                "one process and uses several devices with --devices N; "
+                                "torchrun (--nproc) is for the Pyro backend")
+    sharding.check_devices(options.devices)
 
 
 def _n_rows(arrays: Sequence[Any], what: str) -> int:
@@ -296,6 +300,9 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     N = _n_rows(data, "training")
     for name, arrays in eval_sets.items():
         _n_rows(arrays, f"evaluation set {name!r}")
+    runner, check_parallel = ((_pyro_runner, _check_pyro_parallel) if options.backend == "pyro"
+                              else (_numpyro_runner, _check_numpyro_parallel))
+    check_parallel(options)
     check_pair(model, guide, data, N, options)
     header: dict[str, Any] | None = None
     saved: dict[str, np.ndarray] | None = None
@@ -303,7 +310,6 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
         check(checkpoint is not None, "--resume needs a checkpoint path")
         saved, header = load_checkpoint(checkpoint)  # type: ignore[arg-type]
         check_compatible(header, options, meta, checkpoint)  # type: ignore[arg-type]
-    runner = _pyro_runner if options.backend == "pyro" else _numpyro_runner
     return runner(model, guide, data, N, options, eval_sets, transform,
                   None if checkpoint is None else Path(checkpoint), saved, header, meta,
                   tuple(eval_hide), export, eval_global == "once")

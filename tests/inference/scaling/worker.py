@@ -32,7 +32,8 @@ def main() -> None:
 
     fit(functools.partial(mod.model, vae), functools.partial(mod.guide, vae), x,
         options=options, eval_sets={"test": test}, transform=binarize, checkpoint=ckpt)
-    ranks.leave()
+    if ranks.launched():
+        ranks.leave_and_exit(0)
 
 
 if __name__ == "__main__":
