@@ -45,6 +45,7 @@ from varbayes.inference.io import (
     write_metrics,
 )
 from varbayes.inference.ising.compare import coupling_comparison
+from varbayes.inference.mcmc.nuts import chain_metrics
 from varbayes.inference.vae.latent_posterior import (
     analyse_latent,
     pair_coords,
@@ -183,6 +184,7 @@ def _compare(args: argparse.Namespace) -> int:
         sections.append(("Model comparison: Ising couplings", body))
     bar.close()
     metrics["seconds"] = time.perf_counter() - t0
+    metrics.update(chain_metrics(main.idata))  # every NUTS run here has the same chains
     figures = [p for p in [*written, *svi_plots, forest, ppc] if Path(p).suffix == ".png"]
     path = report.write_report(out, f"SVI vs NUTS: {run_dir.name}", sections,
                                figures=figures)

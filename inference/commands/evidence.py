@@ -1,22 +1,33 @@
 """``varbayes evidence RUN_DIR``: marginal-likelihood estimates for a trained VAE run, by
-:func:`varbayes.inference.vae.bayes_evidence.bayesian_log_evidence`."""
+:func:`varbayes.inference.vae.bayes_evidence.bayesian_log_evidence`.
+
+``--devices N`` splits the datapoints of a NumPyro run's batches over N JAX devices (IS, the
+ELBO and AIS; :mod:`varbayes.inference.evidence.parallel`). In a ``torchrun`` process group
+a Pyro run's datapoints are split over the ranks; only rank 0 writes ``--out``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from varbayes.inference import ranks, sharding
 from varbayes.inference.commands._limits import (
     INT32_MAX,
     check_counter,
     check_fits,
     check_product_fits,
 )
-from varbayes.inference.commands._options import add_common, add_data_dir, add_run_dir, numbers
+from varbayes.inference.commands._options import (
+    add_common,
+    add_data_dir,
+    add_parallel,
+    add_run_dir,
+    numbers,
+)
 from varbayes.inference.evidence import ais, hmc
 from varbayes.inference.io import out_dir, progress
 from varbayes.inference.vae.bayes_evidence import ESTIMATORS, write_evidence
-from varbayes.inference.vae.run import Run, load_run
+from varbayes.inference.vae.run import Run, load_run, read_header
 from varbayes.models.errors import check
 
 
@@ -73,6 +84,21 @@ def check_counts_fit(args: argparse.Namespace, run: Run, names: list[str], ais_s
                    given=f"{weights} weights each")
 
 
+def check_devices(args: argparse.Namespace, backend: str) -> None:
+    """Refuse ``--devices`` on a Pyro run and ``--nproc`` on a NumPyro one, more devices
+    than JAX sees, and a ``--batch-size`` that they do not split evenly (one line each)."""
+    check(args.devices >= 1, f"--devices must be >= 1, got {args.devices}")
+    check(backend == "pyro" or ranks.world() == 1,
+          f"--nproc {ranks.world()} is for a Pyro run: a NumPyro run uses several devices "
+          f"with --devices {ranks.world()}")
+    if args.devices == 1:
+        return
+    check(backend == "numpyro", f"--devices splits a NumPyro (JAX) run over JAX devices: use "
+                                f"--nproc {args.devices} (torch.distributed) for a Pyro run")
+    sharding.check_devices(args.devices)
+    sharding.check_divides(args.batch_size, args.devices, "--batch-size")
+
+
 def _evidence(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.estimators.split(",") if s.strip()]
     check(names, f"--estimators must name at least one of {', '.join(ESTIMATORS)}, got "
@@ -89,14 +115,21 @@ def _evidence(args: argparse.Namespace) -> int:
         hmc.check_options(hmc_opts)
     check(args.n_theta >= 1, f"--n-theta must be >= 1, got {args.n_theta}")
     run_dir = Path(args.run_dir)
+    check_devices(args, read_header(run_dir)["backend"])
     run = load_run(run_dir, args.data_dir)
     check_counts_fit(args, run, names, steps[-1])
-    out = out_dir(args.out)
+
+    main = ranks.is_main()
+    # every rank runs the estimators (they gather across ranks); only rank 0 writes --out
+    out = out_dir(args.out) if main else Path(args.out)
     ev, metrics = write_evidence(run, out, names, n_data=args.n_data, k=args.k,
                                  n_theta=args.n_theta, seed=args.seed,
                                  batch_size=args.batch_size, chunk=args.chunk, ais_steps=steps,
                                  ais_options=ais_opts, hmc_options=hmc_opts,
-                                 progress=lambda b, label: progress(b, desc=label))
+                                 progress=(lambda b, label: progress(b, desc=label)) if main
+                                 else None, devices=args.devices)
+    if not main:
+        return 0
     lines = [f"evidence on {metrics['n_data']} test points of {run_dir} ({run.backend}, "
              f"K={args.k}"
              + (f", {ev.n_theta} draws θ ~ q(θ): log E_q(θ) p(x|θ); ELBO averaged over θ):"
@@ -144,6 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-theta", type=int, default=10,
                    help="--bayesian runs: decoder draws θ ~ q(θ); every estimator then "
                         "estimates log E_q(θ) p(x|θ) (and <name>_average E_q(θ) log p(x|θ))")
+    add_parallel(p)
     add_common(p)
     add_data_dir(p)
     p.set_defaults(func=_evidence)

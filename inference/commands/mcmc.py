@@ -34,6 +34,7 @@ from varbayes.inference.io import (
     verbose,
     write_metrics,
 )
+from varbayes.inference.mcmc.nuts import chain_metrics
 from varbayes.inference.vae.latent_posterior import analyse_latent, write_latent_outputs
 from varbayes.inference.vae.run import is_bayesian, load_run, read_header
 from varbayes.inference.vae.weights_posterior import (
@@ -76,7 +77,7 @@ def _mcmc(args: argparse.Namespace) -> int:
                              samples=args.samples, seed=args.seed, progress_bar=verbose())
         bar.update()
     write_latent_outputs(res, out)
-    write_metrics(out, res.metrics)
+    write_metrics(out, {**res.metrics, **chain_metrics(res.idata)})
     m = res.metrics
     print(f"varbayes mcmc: NUTS on p(z|x) for {m['n_data']} test images of {run_dir} "
           f"({m['backend']}, {m['chains']}x{m['samples']} draws, {m['nuts_seconds']:.1f} s)\n"
@@ -107,7 +108,7 @@ def _weights(args: argparse.Namespace, run_dir: Path) -> int:
     metrics = {**res.summary, "target": "weights", "gate_passed": g.passed,
                "max_rhat": g.max_rhat, "min_ess_bulk": g.min_ess_bulk,
                "divergences": g.divergences, "chains": args.chains, "samples": args.samples,
-               "warmup": args.warmup}
+               "warmup": args.warmup, **chain_metrics(res.nuts)}
     write_metrics(out, metrics)
     print(f"varbayes mcmc: NUTS on the decoder weights and latents of {run_dir} "
           f"({res.summary['n_weights']} weights, {res.summary['n_images']} images)\n"

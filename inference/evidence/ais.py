@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from varbayes.inference import ranks
 from varbayes.inference.backends import check_backend
+from varbayes.inference.evidence import parallel
 from varbayes.inference.evidence.annealing import (
     DEFAULTS,
     INITS,
@@ -34,7 +36,8 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         batches: Iterable[tuple[tuple, dict]], options: AISOptions = DEFAULTS, *,
         backend: str = "numpyro", seed: int = 0, plate: str = "data",
         params: Mapping[str, Any] | None = None, posterior: Sequence[Any] | None = None,
-        progress: Callable[[Iterable], Iterable] | None = None) -> AISResult:
+        progress: Callable[[Iterable], Iterable] | None = None, devices: int = 1
+        ) -> AISResult:
     """AIS estimates of log p(x_i) (nats) for every datapoint of every batch.
 
     Parameters
@@ -53,6 +56,12 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         :func:`.sites.flatten_latents`); the chains then run from
         β = 1 to 0 and ``log_px`` is a stochastic upper bound.
     progress : wraps the list of batches, e.g. in a progress bar.
+    devices : NumPyro: JAX devices that split each batch's datapoints, with the same draws
+        and results as one device (every batch but the last must divide by it; the last,
+        short one runs on one device). A Pyro pair (``devices`` 1) in a ``torchrun``
+        process group splits its datapoints over the torch ranks instead (each rank its
+        own draws: the results match one process statistically); every rank returns all
+        of them, in order.
 
     Returns
     -------
@@ -67,13 +76,54 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         contract.
     """
     check_backend(backend)
-    if backend == "pyro":
-        from varbayes.inference.evidence.ais_pyro import pyro_ais as run
-    else:
-        from varbayes.inference.evidence.ais_jax import numpyro_ais as run
+    on_jax = backend == "numpyro"
+    devices = parallel.resolve_devices(devices, on_jax, plate)
     batches = to_batches(batches, backend, "ais")
     with isolated(backend):
         model, guide, *_ = checked_pair(model, guide, *batches[0], backend=backend,
                                         params=params)
-        return run(model, guide, batches, options, seed=seed, plate=plate,
-                   posterior=posterior, progress=progress)
+        if on_jax:
+            from varbayes.inference.evidence.ais_jax import numpyro_ais
+
+            return numpyro_ais(model, guide, batches, options, seed=seed, plate=plate,
+                               posterior=posterior, progress=progress, devices=devices)
+        from varbayes.inference.evidence.ais_pyro import pyro_ais
+
+        if not parallel.split_ranks(plate):
+            return pyro_ais(model, guide, batches, options, seed=seed, plate=plate,
+                            posterior=posterior, progress=progress)
+        return _ranked(pyro_ais, model, guide, batches, options, seed=seed, plate=plate,
+                       posterior=posterior, progress=progress)
+
+
+def _ranked(run: Callable[..., AISResult], model: Callable[..., None],
+            guide: Callable[..., None], batches: list[tuple[tuple, dict]],
+            options: AISOptions, *, seed: int, plate: str, posterior: Sequence[Any] | None,
+            progress: Callable[[Iterable], Iterable] | None) -> AISResult:
+    """``run`` (:func:`.ais_pyro.pyro_ais`) on this torch rank's block of every batch, with
+    this rank's seed; the per-datapoint results of all ranks gathered in the original order,
+    the acceptance averaged over all datapoints."""
+    import time
+
+    import numpy as np
+    import torch
+
+    t0 = time.perf_counter()
+    sizes = [parallel.batch_rows(b) for b in batches]
+    blocks = [parallel.rank_block(m) for m in sizes]
+    keep = [i for i, s in enumerate(blocks) if s.stop > s.start]
+    mine = [parallel.local_batch(batches[i]) for i in keep]
+    post = None if posterior is None else [posterior[i][blocks[i]] for i in keep]
+    n = sum(blocks[i].stop - blocks[i].start for i in keep)
+    if mine:
+        res = run(model, guide, mine, options, seed=parallel.rank_seed(seed), plate=plate,
+                  posterior=post, progress=progress)
+    else:
+        zero = np.zeros(0)
+        res = AISResult(zero, zero, np.zeros((options.chains, 0)),
+                        np.zeros(options.n_steps - 1), 0.0)
+    cols = parallel.gather_points(np.column_stack([res.log_px, res.stderr, res.log_w.T]),
+                                  sizes)  # (N, 2 + C)
+    accept = ranks.all_sum(torch.as_tensor(res.accept * n, dtype=torch.float64)).numpy()
+    return AISResult(cols[:, 0], cols[:, 1], cols[:, 2:].T.copy(), accept / sum(sizes),
+                     ranks.all_max(time.perf_counter() - t0))

@@ -41,6 +41,7 @@ from varbayes.inference.evidence.annealing import (
     finish,
     path_betas,
 )
+from varbayes.inference.evidence.parallel import data_mesh, place
 from varbayes.inference.evidence.sites import (
     flatten,
     latent_sites,
@@ -242,7 +243,8 @@ def numpyro_densities(model: Callable[..., None], guide: Callable[..., None], ar
 def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
                 batches: Iterable[tuple[tuple, dict]], options: AISOptions = DEFAULTS, *,
                 seed: int = 0, plate: str = "data", posterior: Sequence[Any] | None = None,
-                progress: Callable[[Iterable], Iterable] | None = None) -> AISResult:
+                progress: Callable[[Iterable], Iterable] | None = None, devices: int = 1
+                ) -> AISResult:
     """AIS estimates of log p(x_i) for a NumPyro model+guide, batch by batch.
 
     Parameters
@@ -252,6 +254,8 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
     posterior : for BDMC, one (M, d) array per batch of exact posterior samples (the z that
         generated x, see :func:`.sites.flatten_latents`); the chains then run in reverse, from β = 1
         to 0, and the result is a stochastic upper bound.
+    devices : JAX devices that split each batch's datapoints (and its posterior rows), see
+        :func:`.parallel.place`: the same draws and results as one device.
     """
     import equinox as eqx
     import jax
@@ -273,11 +277,14 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
         return state.log_w, info.accept.mean(axis=(1, 2))
 
     t0 = time.perf_counter()
+    batches = list(batches)
+    mesh = data_mesh(batches, devices)
     parts = []
-    it = progress(list(batches)) if progress else batches
+    it = progress(batches) if progress else batches
     for b, (args, kwargs) in enumerate(it):
         key = jax.random.fold_in(jax.random.key(seed), b)
         zp = None if posterior is None else jnp.asarray(posterior[b], dtype=jnp.float32)
+        (args, kwargs), (zp,) = place((args, kwargs), mesh, zp)
         log_w, acc = one(key, args, kwargs, zp)
         parts.append((np.asarray(log_w), np.asarray(acc)))
     return finish(parts, reverse, t0)

@@ -30,7 +30,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
+from varbayes.inference import ranks
 from varbayes.inference.backends import check_backend
+from varbayes.inference.evidence import parallel
 from varbayes.inference.evidence.batches import Batch
 from varbayes.inference.evidence.sites import numpyro_reduce, pyro_particle_plate, site_terms
 from varbayes.inference.ppl import checked_pair, isolated, to_batches
@@ -160,9 +162,16 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
                         chunk: int | None = None, seed: int = 0, plate: str | None = "data",
                         params: Mapping[str, Any] | None = None,
                         diagnostics: bool = True, prefix_ks: Sequence[int] = (),
-                        progress: Callable[[Iterable], Iterable] | None = None) -> ISResult:
+                        progress: Callable[[Iterable], Iterable] | None = None,
+                        devices: int = 1) -> ISResult:
     """IS estimates of log p(x_i) with the guide as proposal, batched over datapoints and
     chunked over the K samples (memory is O(chunk · batch), not O(K · N)).
+
+    The datapoints of each batch may be split (:mod:`.parallel`): over ``devices`` JAX
+    devices for a NumPyro pair (the same draws and results as one device), or, in a process
+    group started by ``torchrun``, over the torch ranks for a Pyro pair (each rank draws its
+    own stream: the results match one process statistically; every rank returns all of
+    them, in order).
 
     Parameters
     ----------
@@ -180,20 +189,60 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
         (their initial values), in both backends (Pyro's global param store is not read).
     diagnostics : compute the Pareto k̂ (costs a sort of K weights per datapoint).
     prefix_ks : also report the estimate from the first K' samples, for each K' < K here.
+    devices : NumPyro: JAX devices that split each batch's datapoints (every batch but the
+        last must divide by it; the last, short one runs on one device). More than 1 is
+        refused for a Pyro pair, which a ``torchrun`` process group splits instead.
     """
     check(int(k) >= 1, f"k must be >= 1, got {k}")
     check(chunk is None or int(chunk) >= 1, f"chunk must be >= 1, got {chunk}")
     check_backend(backend)
+    on_jax = backend == "numpyro"
+    devices = parallel.resolve_devices(devices, on_jax, plate)
     k = int(k)
     t0 = time.perf_counter()
     batches = to_batches(batches, backend, "importance_sampling")
     chunk = auto_chunk(k, batches[0]) if chunk is None else max(1, min(int(chunk), k))
+    mesh = parallel.data_mesh(batches, devices)
+    split = not on_jax and parallel.split_ranks(plate)
     with isolated(backend):
         model, guide, *_ = checked_pair(model, guide, *batches[0], backend=backend,
                                         params=params)
-        draw = (_numpyro_draws if backend == "numpyro" else _pyro_draws)(model, guide, plate,
-                                                                           seed)
-        return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)
+        if on_jax:
+            draw = _placed(_numpyro_draws(model, guide, plate, seed), mesh)
+        else:
+            draw = _pyro_draws(model, guide, plate, parallel.rank_seed(seed) if split else seed)
+        if not split:
+            return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)
+        return _ranked_estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)
+
+
+def _placed(draw: Draws, mesh: Any | None) -> Draws:
+    """``draw`` on batches split over ``mesh`` (:func:`.parallel.place`); ``draw`` itself
+    for one device."""
+    if mesh is None:
+        return draw
+
+    def placed(b: int, k: int, chunk: int, args: tuple, kwargs: dict) -> np.ndarray:
+        (args, kwargs), _ = parallel.place((args, kwargs), mesh)
+        return draw(b, k, chunk, args, kwargs)
+
+    return placed
+
+
+def _ranked_estimate(draw: Draws, batches: list[Batch], k: int, chunk: int, diagnostics: bool,
+                     prefix_ks: Sequence[int],
+                     progress: Callable[[Iterable], Iterable] | None, t0: float) -> ISResult:
+    """:func:`_estimate` on this torch rank's block of every batch, the per-datapoint results
+    of all ranks gathered in the original order (and the seconds of the slowest rank)."""
+    sizes = [parallel.batch_rows(b) for b in batches]
+    mine = [b for b in map(parallel.local_batch, batches) if parallel.batch_rows(b)]
+    ks = sorted({int(j) for j in prefix_ks if 1 <= int(j) < k})
+    res = (_estimate(draw, mine, k, chunk, diagnostics, ks, progress, t0) if mine else
+           ISResult(*[np.zeros(0)] * 5, k=k, seconds=0.0, prefix={j: np.zeros(0) for j in ks}))
+    cols = np.stack([*res[:5], *(res.prefix[j] for j in ks)], axis=1)  # (n_local, 5 + |ks|)
+    cols = parallel.gather_points(cols, sizes)
+    return ISResult(*cols[:, :5].T, k=k, seconds=ranks.all_max(time.perf_counter() - t0),
+                    prefix={j: cols[:, 5 + i] for i, j in enumerate(ks)})
 
 
 def _estimate(draw: Draws, batches: list[Batch], k: int, chunk: int, diagnostics: bool,

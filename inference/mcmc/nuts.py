@@ -6,7 +6,8 @@
 ``posterior_predictive``, ``prior`` and ``prior_predictive``
 (:mod:`varbayes.inference.workflow.predictive`), with the same dimension names in both
 backends. Chains run sequentially on
-CPU and in parallel when at least ``num_chains`` devices are visible (NumPyro). Models with
+CPU and in parallel, one per device, when at least ``num_chains`` > 1 devices are visible
+(NumPyro: e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` on a CPU). Models with
 discrete latent sites are refused: NUTS needs continuous latents; use the Gibbs route
 (:mod:`varbayes.inference.ising.gibbs`, or NumPyro's ``DiscreteHMCGibbs``) for those.
 """
@@ -123,6 +124,15 @@ def nuts(
     return idata
 
 
+def chain_metrics(idata: Any) -> dict[str, Any]:
+    """``chain_method`` (``parallel``: one chain per JAX device, NumPyro's pmap; else
+    ``sequential``) and ``devices``, the devices the chains of :func:`nuts`'s ``idata`` ran
+    on, for a ``metrics.json``."""
+    method = idata.attrs.get("chain_method", "sequential")
+    chains = int(idata.posterior.sizes["chain"])
+    return {"chain_method": method, "devices": chains if method == "parallel" else 1}
+
+
 def discrete_latent_sites(sites: Sequence[Site]) -> list[str]:
     """Names of the latent sample sites with discrete support among ``sites``."""
     return [s.name for s in latent(sites) if s.discrete]
@@ -151,7 +161,8 @@ def _nuts_numpyro(model, args, kwargs, *, num_chains, num_warmup, num_samples, s
     strategy = init_to_value(values=dict(init)) if init else init_to_uniform
     kernel = NUTS(model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                   init_strategy=strategy)
-    method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    # NumPyro's "parallel" is one chain per device (pmap); a single chain runs as it is
+    method = ("parallel" if 1 < num_chains <= jax.local_device_count() else "sequential")
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=method, progress_bar=progress_bar)
     mcmc.run(jax.random.key(seed), *args, extra_fields=tuple(_NUMPYRO_STATS), **kwargs)

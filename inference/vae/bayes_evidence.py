@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from varbayes.inference import ranks
 from varbayes.inference.evidence.ais import DEFAULTS, AISOptions, ais
 from varbayes.inference.evidence.figures import ais_curve, is_curve
 from varbayes.inference.evidence.hmc import HMCEvidenceOptions, hmc_evidence
@@ -103,7 +104,7 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_
                           prefix_ks: Sequence[int] = (), ais_steps: Sequence[int] = (100,),
                           ais_options: AISOptions = DEFAULTS,
                           hmc_options: HMCEvidenceOptions | None = None,
-                          progress: Progress = None) -> BayesEvidence:
+                          progress: Progress = None, devices: int = 1) -> BayesEvidence:
     """Score points ``x`` (N, D) under a VAE run by each estimator (see the module doc).
 
     Parameters
@@ -121,6 +122,11 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_
     ais_steps : AIS numbers of intermediate distributions T, one run each (the options'
         other settings from ``ais_options``).
     progress : ``(batches, label) -> batches``, e.g. a progress bar per estimator.
+    devices : NumPyro runs: JAX devices that split the datapoints of each batch for IS, the
+        ELBO and AIS (``batch_size`` must divide by it; see
+        :mod:`varbayes.inference.evidence.parallel`). In a ``torchrun`` process group a
+        Pyro run's datapoints are split over the torch ranks instead; every rank must call
+        this and every rank gets all the results.
     """
     check(k >= 1, f"--k must be >= 1, got {k}")
     check(n_theta >= 1, f"--n-theta must be >= 1, got {n_theta}")
@@ -132,7 +138,7 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_
     parts = [_point_evidence(run._replace(vae=v), x, c, estimators, k=k, seed=seed + s,
                              batch_size=batch_size, chunk=chunk, prefix_ks=prefix_ks,
                              ais_steps=ais_steps, ais_options=ais_options,
-                             hmc_options=hmc_options, progress=progress)
+                             hmc_options=hmc_options, progress=progress, devices=devices)
                for s, v in enumerate(vaes)]
     estimates, averages, per_theta = _combine_theta(parts, k)
     is_ = estimates["is"]
@@ -144,16 +150,17 @@ def _point_evidence(run: Run, x: np.ndarray, c: np.ndarray | None, names: Sequen
                     k: int, seed: int, batch_size: int, chunk: int | None,
                     prefix_ks: Sequence[int],
                     ais_steps: Sequence[int], ais_options: AISOptions,
-                    hmc_options: HMCEvidenceOptions | None, progress: Progress
-                    ) -> dict[str, Any]:
-    """Every requested estimator for one decoder (a point estimate or one θ draw)."""
+                    hmc_options: HMCEvidenceOptions | None, progress: Progress,
+                    devices: int = 1) -> dict[str, Any]:
+    """Every requested estimator for one decoder (a point estimate or one θ draw); IS and
+    AIS split each batch over ``devices`` JAX devices."""
     def bar(label: str) -> Callable[[Iterable], Iterable] | None:
         return None if progress is None else (lambda b: progress(b, label))
 
     batches = run_batches(run.vae, run.backend, x, c, batch_size)
     got: dict[str, Any] = {"is": importance_sampling(
         run.mod.model, run.mod.guide, batches, k, backend=run.backend, chunk=chunk, seed=seed,
-        prefix_ks=prefix_ks, progress=bar("evidence"))}
+        prefix_ks=prefix_ks, progress=bar("evidence"), devices=devices)}
     if "quadrature" in names or "hmc" in names:
         twin = numpyro_twin(run)  # the JAX-only estimators run on the same weights in NumPyro
         twin_batches = run_batches(twin, "numpyro", x, c, batch_size)
@@ -162,7 +169,8 @@ def _point_evidence(run: Run, x: np.ndarray, c: np.ndarray | None, names: Sequen
     if "ais" in names:
         got["ais"] = {T: ais(run.mod.model, run.mod.guide, batches,
                              ais_options._replace(n_steps=T), backend=run.backend, seed=seed,
-                             progress=bar(f"ais T={T}")) for T in sorted(set(ais_steps))}
+                             progress=bar(f"ais T={T}"), devices=devices)
+                      for T in sorted(set(ais_steps))}
     if "hmc" in names:
         from varbayes.models.vae import numpyro_model
 
@@ -299,25 +307,33 @@ def write_evidence(run: Run, out: Path, estimators: Sequence[str], *,
                    batch_size: int = 500, chunk: int | None = None,
                    ais_steps: Sequence[int] = (100,),
                    ais_options: AISOptions = DEFAULTS,
-                   hmc_options: HMCEvidenceOptions | None = None, progress: Progress = None
-                   ) -> tuple[BayesEvidence, dict[str, Any]]:
+                   hmc_options: HMCEvidenceOptions | None = None, progress: Progress = None,
+                   devices: int = 1) -> tuple[BayesEvidence, dict[str, Any]]:
     """What ``varbayes evidence`` writes into ``out``: :func:`bayesian_log_evidence` on the
-    first ``n_data`` test points of the run (all when None), ``metrics.json``
-    (:func:`evidence_metrics` with the run's backend and the AIS / HMC settings),
-    ``evidence_vs_k.png`` and, with AIS, ``ais_vs_steps.png``. Returns both."""
+    first ``n_data`` test points of the run (all when None, over ``devices`` JAX devices),
+    ``metrics.json`` (:func:`evidence_metrics` with the run's backend, ``devices``, ``nproc``
+    (the torch ranks) and the AIS / HMC settings), ``evidence_vs_k.png`` and, with AIS,
+    ``ais_vs_steps.png``. Returns both.
+
+    In a distributed run every process must call it (the estimators gather across them) and
+    every one gets the results, but only the main one (:func:`.ranks.is_main`) writes into
+    ``out``."""
     x, c = heldout_arrays(run, n_data)
     hmc_options = hmc_options or HMCEvidenceOptions()
     steps = sorted(set(ais_steps))
     ev = bayesian_log_evidence(run, x, k, n_theta, seed, c, batch_size, estimators=estimators,
                                chunk=chunk, prefix_ks=curve_ks(k), ais_steps=steps,
                                ais_options=ais_options, hmc_options=hmc_options,
-                               progress=progress)
-    metrics = {**evidence_metrics(ev, estimators), "backend": run.backend}
+                               progress=progress, devices=devices)
+    metrics = {**evidence_metrics(ev, estimators), "backend": run.backend, "devices": devices,
+               "nproc": ranks.world()}
     if "ais" in estimators:
         metrics.update(ais_steps=steps[-1], ais_chains=ais_options.chains,
                        ais_schedule=ais_options.schedule, ais_init=ais_options.init)
     if "hmc" in estimators:
         metrics["hmc_samples"] = hmc_options.n_samples
+    if not ranks.is_main():
+        return ev, metrics
     write_metrics(out, metrics)
     save_figure(is_curve(ev.estimates["is"]), out / "evidence_vs_k.png")
     if "ais" in estimators:

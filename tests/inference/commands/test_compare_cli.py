@@ -48,6 +48,7 @@ def test_compare_writes_one_report(compared):
     # J=1 predicts a held-out pixel from its neighbours better than independent pixels
     assert m["ising_is_loo_J=1"] > m["ising_is_loo_J=0"]
     assert (out / "nuts_posterior.nc").is_file() and (out / "svi_posterior.nc").is_file()
+    assert (m["chain_method"], m["devices"]) == ("sequential", 1)  # this process: 1 device
     # az.summary's ESS columns print as integers ("206", not "206.000")
     rows = [r.split("|")[1:-1] for r in text.splitlines() if r.startswith("| z[")]
     assert rows and all(re.fullmatch(r" \d+ ", r[3]) for r in rows), rows[:2]

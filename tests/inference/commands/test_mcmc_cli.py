@@ -38,6 +38,7 @@ def test_mcmc_latent_writes_inferencedata_metrics_and_plots(runs, backend, tmp_p
     assert m["backend"] == backend and m["n_data"] == 2 and m["latent"] == 2
     assert isinstance(m["gate_passed"], bool) and m["divergences"] >= 0
     assert m["log_px_method"] == "quadrature"
+    assert (m["chain_method"], m["devices"]) == ("sequential", 1)  # one chain, one device
     # the gap identities and signs: q* is fitted, so it is no worse than the encoder
     assert m["log_px"] >= m["elbo_optimal"] - 1e-3 >= m["elbo_amortized"] - 2e-3
     assert np.isclose(m["inference_gap"], m["approximation_gap"] + m["amortization_gap"])
@@ -97,6 +98,7 @@ def test_mcmc_weights_on_a_bayesian_run(bayes_run, tmp_path, capsys):
                  "30", "--samples", "40", "--out", str(out), "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["target"] == "weights" and m["n_images"] == 12
+    assert (m["chain_method"], m["devices"]) == ("sequential", 1)
     assert m["n_weights"] == 2 * 3 + 3 + 3 * 64 + 64
     assert m["out_bias_sd_ratio_median"] > 0 and 0 <= m["predictive_pixel_abs_diff"] < 1
     nuts = load_inferencedata(out / "posterior.nc")

@@ -76,6 +76,8 @@ def test_nuts_matches_closed_form(backend, case):
     mc_err = sd / np.sqrt(ess)
     np.testing.assert_array_less(np.abs(draws.mean(0) - mean), 4 * mc_err)
     np.testing.assert_array_less(np.abs(draws.std(0) / sd - 1), 4 / np.sqrt(2 * ess) + 0.02)
+    # this process sees one JAX device: the chains run one after the other
+    assert mcmc.chain_metrics(idata) == {"chain_method": "sequential", "devices": 1}
     stats = idata.sample_stats
     for key in ("diverging", "tree_depth", "step_size", "energy"):
         assert stats[key].shape == (2, n), key
@@ -109,3 +111,50 @@ def test_init_from_values_starts_there():
     idata = mcmc.nuts(model, *args, num_chains=1, num_warmup=0, num_samples=1,
                       init={"mu": 123.0}, progress_bar=False, max_tree_depth=1)
     assert abs(float(idata.posterior["mu"].values[0, 0]) - 123.0) < 10
+
+
+#: Run with 2 forced host devices: NUTS on the normal-normal model with 2 chains, counting
+#: NumPyro's pmap calls; prints JSON.
+PARALLEL = """
+import json, sys
+import numpy as np
+import numpyro.infer.mcmc as nm
+sys.path.insert(0, sys.argv[1])
+from test_nuts import Y, models
+from varbayes.inference.mcmc.nuts import chain_metrics, nuts
+
+calls = []
+pmap = nm.pmap
+nm.pmap = lambda f, *a, **k: calls.append(1) or pmap(f, *a, **k)
+model, args, mean, sd, site = models("numpyro")["normal-normal"]
+idata = nuts(model, *args, num_chains=2, num_warmup=300, num_samples=400, seed=3,
+             progress_bar=False, predictive=False)
+draws = idata.posterior[site].values
+print(json.dumps({**chain_metrics(idata), "pmap_calls": len(calls),
+                  "shape": list(draws.shape), "mean": float(draws.mean()),
+                  "sd": float(draws.std()), "exact_mean": float(mean[0]),
+                  "exact_sd": float(sd[0])}))
+"""
+
+
+@pytest.mark.slow
+def test_parallel_chains_run_one_per_device():
+    """With 2 host devices and 2 chains NumPyro's "parallel" really runs (one pmap) and the
+    posterior is right. (NumPyro does not promise the draws of "sequential" for the same
+    seed, though both run the same per-chain function on the same keys.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run([sys.executable, "-c", PARALLEL, str(Path(__file__).parent)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (got["chain_method"], got["devices"], got["pmap_calls"]) == ("parallel", 2, 1)
+    assert got["shape"] == [2, 400]
+    assert abs(got["mean"] - got["exact_mean"]) < 4 * got["exact_sd"] / np.sqrt(200)
+    assert abs(got["sd"] / got["exact_sd"] - 1) < 0.15
