@@ -24,6 +24,12 @@ with the same parameters as an uninterrupted run. A non-finite loss stops the ru
 
 Checkpoints (:mod:`.checkpoint`) are one ``.npz`` of plain arrays plus a
 JSON header; loading one never executes code.
+
+Data parallelism (``docs/scaling.md``): NumPyro splits every batch over ``devices`` JAX
+devices (one jitted program over a mesh); Pyro runs on the ranks of a ``torch.distributed``
+process group when one is joined (``torchrun``), each rank on its rows of every batch with
+the gradients averaged (:mod:`.data_parallel`). Either way the run is the one-device run up
+to the order of float sums, and only the main process writes the checkpoint.
 """
 
 from __future__ import annotations
