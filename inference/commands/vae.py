@@ -39,7 +39,14 @@ from varbayes.inference.vae.train import (
     check_spec,
     train_run,
 )
-from varbayes.inference.vi.svi import COMPILERS, ELBOS, INDUCTOR_MIN_STEPS, OPTIMIZERS
+from varbayes.inference.vi.svi import (
+    COMPILERS,
+    ELBOS,
+    INDUCTOR_MIN_STEPS,
+    IS_POINTS,
+    OBJECTIVES,
+    OPTIMIZERS,
+)
 from varbayes.models.errors import VarbayesError, check
 from varbayes.models.vae import plots
 from varbayes.models.vae.config import (
@@ -107,7 +114,8 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         activation=args.activation, decoder=args.decoder, min_scale=args.min_scale,
         binarize=args.binarize, conditional=args.conditional, mask=args.mask,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        particles=args.particles, weight_decay=args.weight_decay, bayesian=args.bayesian,
+        particles=args.particles, objective=args.objective, is_every=args.is_every,
+        is_particles=args.is_particles, weight_decay=args.weight_decay, bayesian=args.bayesian,
         prior_scale=args.prior_scale, init_sigma=args.init_sigma, init_std=args.init_std,
         jit=not args.no_jit, compiler=args.compiler, n_train=args.n_train, n_test=args.n_test,
         time_limit=None if args.time_limit is None else 60 * args.time_limit,
@@ -128,12 +136,17 @@ def _train(args: argparse.Namespace) -> int:
     if not ranks.is_main():
         return 0
     m, config = r.metrics, r.config
-    print(f"varbayes vae train: {spec.dataset}, {spec.backend} {spec.elbo} ELBO, "
+    what = (f"{spec.elbo} ELBO" if spec.objective == "elbo"
+            else f"{spec.objective} K={spec.particles}")
+    print(f"varbayes vae train: {spec.dataset}, {spec.backend} {what}, "
           f"{config.x_dim}-{'-'.join(map(str, config.hidden))}-{config.z_dim}, "
           f"{r.epochs} epochs ({r.start_epoch} resumed), "
           f"{m['seconds_per_epoch']:.3g} s/epoch")
     print(f"  test ELBO {m['test_elbo']:.3f} nats/datapoint (best "
           f"{m['best_test_elbo']:.3f}), train ELBO {m['train_elbo']:.3f}")
+    if "test_is" in m:
+        print(f"  test log p(x) ≥ {m['test_is']:.3f} nats/datapoint (IS, K={spec.is_particles}, "
+              f"first {m['is_points']} test points, epoch {m['is_epoch']})")
     if spec.bayesian:
         print(f"  Bayesian decoder: KL(q(θ)‖p(θ)) = {m['kl_weights']:.1f} nats per pass "
               f"over the data ({m['kl_weights_per_datapoint']:.3f} per training point); "
@@ -261,7 +274,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=100, metavar="M")
     t.add_argument("--optimizer", default="adam", choices=OPTIMIZERS)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--particles", type=int, default=1, metavar="L")
+    t.add_argument("--objective", default="elbo", choices=OBJECTIVES,
+                   help="elbo (the --elbo estimator; default), iwae (the K-sample "
+                        "importance-weighted bound) or dreg (the same bound, "
+                        "doubly-reparameterized gradient); K is --particles")
+    t.add_argument("--particles", type=int, default=1, metavar="K",
+                   help="samples per datapoint and step: L of the ELBO, K of iwae / dreg "
+                        "(default 1)")
+    t.add_argument("--is-every", type=int, default=0, metavar="E",
+                   help="every E epochs, an IS estimate of log p(x) on the first "
+                        f"{IS_POINTS} train-eval and test points (default 0: never)")
+    t.add_argument("--is-particles", type=int, default=100, metavar="K",
+                   help="importance samples per point of that estimate (default 100)")
     t.add_argument("--weight-decay", type=float, default=0.0, metavar="LAMBDA",
                    help="precision λ of an N(0, λ⁻¹I) prior on the decoder weights (MAP); "
                         "1 is the paper's N(0, I); 0 (default) is none")

@@ -9,6 +9,7 @@ run folder (:mod:`.run` describes the folder).
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,7 +29,7 @@ from varbayes.inference.vae.run import (
     load_run_data,
     run_meta,
 )
-from varbayes.inference.vi.svi import SVIOptions, fit
+from varbayes.inference.vi.svi import IS_POINTS, SVIOptions, fit
 from varbayes.models.bayesian_vae.config import BayesConfig, kl_weights
 from varbayes.models.bayesian_vae.config import validate as validate_bayes
 from varbayes.models.errors import check
@@ -65,6 +66,12 @@ class TrainSpec(NamedTuple):
     optimizer: str = "adam"
     lr: float = 1e-3
     particles: int = 1
+    """L of the ELBO, K of ``iwae`` / ``dreg``."""
+    objective: str = "elbo"
+    """``elbo``, ``iwae`` or ``dreg`` (``SVIOptions.objective``)."""
+    is_every: int = 0
+    """Epochs between IS estimates on the evaluation sets (``SVIOptions.is_every``)."""
+    is_particles: int = 100
     weight_decay: float = 0.0
     """Precision λ of an N(0, λ⁻¹I) prior on the decoder weights (MAP); 0 for none."""
     bayesian: bool = False
@@ -135,6 +142,9 @@ def make_bayes(spec: TrainSpec, config: VAEConfig) -> BayesConfig | None:
           f"--bayesian with --backend pyro needs --particles 1 (got {spec.particles}): the "
           "vectorized Pyro particles do not broadcast over the weight draws; use --backend "
           "numpyro for L > 1")
+    check(spec.objective == "elbo",
+          f"--objective {spec.objective} weights per-datapoint latents, and --bayesian adds "
+          "global ones (the decoder weights): train a Bayesian decoder with --objective elbo")
     return validate_bayes(BayesConfig(spec.prior_scale, spec.init_sigma))
 
 
@@ -192,7 +202,8 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
                          optimizer=spec.optimizer, lr=spec.lr, epochs=epochs,
                          batch_size=spec.batch_size, seed=spec.seed, jit=spec.jit,
                          compiler=spec.compiler, time_limit=spec.time_limit,
-                         devices=spec.devices)
+                         devices=spec.devices, objective=spec.objective,
+                         is_every=spec.is_every, is_particles=spec.is_particles)
     mod = model_module("vae", spec.backend)
     if bayes is not None:
         bmod = model_module("bayesian_vae", spec.backend)
@@ -237,8 +248,19 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
         "epochs": result.epochs, "seconds_per_epoch": float(np.median(h["seconds"])),
         "n_params": n_params(config), "n_train": len(data.x_train), "n_test": len(data.x_test),
         "latent": config.z_dim, "particles": options.particles, "wall_seconds": wall,
-        "devices": options.devices, "processes": ranks.world(),
+        "devices": options.devices, "processes": ranks.world(), "objective": options.objective,
+        # what a wall-clock budget bought, to restate runs at equal epochs: the load of the
+        # machine, the pace, and the decoder evaluations of one epoch's training steps
+        "load_average": os.getloadavg()[0],
+        "epochs_per_second": (result.epochs - result.start_epoch) / max(wall, 1e-9),
+        "decoder_evals_per_epoch": (len(data.x_train) // min(options.batch_size,
+                                                             len(data.x_train)))
+        * min(options.batch_size, len(data.x_train)) * options.particles,
     }
+    if "is_epoch" in h:
+        metrics.update(is_epoch=h["is_epoch"][-1], test_is=h["test_is"][-1],
+                       train_is=h["train_is"][-1], is_particles=options.is_particles,
+                       is_points=min(IS_POINTS, len(data.x_test)))
     metrics["elbo_gap"] = metrics["train_elbo"] - metrics["test_elbo"]
     names: list[str] = []
     if bayes is not None:
@@ -251,6 +273,8 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
         check(metrics["n_params"] == result.n_params,
               "internal error: parameter count mismatch")
     write_metrics(out, metrics)
-    title = f"{spec.dataset}, {spec.backend}, {spec.elbo} ELBO, K={config.z_dim}"
+    what = (f"{spec.elbo} ELBO" if spec.objective == "elbo"
+            else f"{spec.objective}, {spec.particles} samples")
+    title = f"{spec.dataset}, {spec.backend}, {what}, K={config.z_dim}"
     names = figures.train_figures(out, mod, trained, data, h, title, spec.seed) + names
     return TrainedRun(metrics, names, config, result.epochs, result.start_epoch)

@@ -78,9 +78,11 @@ def check_compatible(header: Mapping[str, Any], options: Any,
           f"checkpoint {path} was written by the {header['backend']} backend but this run uses "
           f"{options.backend}: pass --backend {header['backend']} or a new --out")
     ours = options_header(options)
-    diff = sorted(k for k in ours if header["options"].get(k) != ours[k])
+    # an option added after the checkpoint was written had its default value then
+    theirs = {**getattr(type(options), "_field_defaults", {}), **header["options"]}
+    diff = sorted(k for k in ours if theirs.get(k) != ours[k])
     check(not diff, f"checkpoint {path} was trained with other options ("
-          + ", ".join(f"{k}={header['options'].get(k)!r} not {ours[k]!r}" for k in diff)
+          + ", ".join(f"{k}={theirs.get(k)!r} not {ours[k]!r}" for k in diff)
           + "): use the original options or a new --out")
     saved = header.get("meta", {})
     diff = sorted(k for k in set(saved) | set(meta) if saved.get(k) != meta.get(k))

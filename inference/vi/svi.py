@@ -9,6 +9,8 @@ the full-data estimator (N/M)·Σ_minibatch of the local terms plus the global o
 - ``elbo="trace"``: ``Trace_ELBO``, the SGVB estimator A (Monte Carlo log p − log q).
 - ``elbo="meanfield"``: ``TraceMeanField_ELBO``, estimator B (analytic KL where it exists).
 - L particles per datapoint (``particles``), vectorized in both backends.
+- ``objective="iwae"`` / ``"dreg"``: the K-sample importance-weighted bound with K =
+  ``particles``, with its own gradient or the doubly-reparameterized one (:mod:`.iwae`).
 - Adam or Adagrad.
 
 Every epoch ends with an evaluation of the per-datapoint ELBO (nats) on each named
@@ -55,7 +57,7 @@ from varbayes.inference.ppl import (
     observed,
     to_backend,
 )
-from varbayes.inference.vi import data_parallel
+from varbayes.inference.vi import data_parallel, iwae
 from varbayes.inference.vi.checkpoint import (
     check_compatible,
     flatten_state,
@@ -68,6 +70,11 @@ from varbayes.inference.vi.pyro_compile import CompileError, compile_loss
 from varbayes.models.errors import VarbayesError, check
 
 ELBOS = ("trace", "meanfield")
+OBJECTIVES = iwae.OBJECTIVES
+#: The importance-sampling estimate of the history (``SVIOptions.is_every``) uses the first
+#: this many points of each evaluation set, in chunks of :data:`IS_CHUNK`.
+IS_POINTS = 500
+IS_CHUNK = 100
 OPTIMIZERS = ("adam", "adagrad")
 COMPILERS = ("auto", "inductor", "torchscript")
 #: ``compiler="auto"`` picks inductor for a Pyro run of at least this many steps. Compiling
@@ -88,7 +95,17 @@ class SVIOptions(NamedTuple):
     elbo: str = "meanfield"
     """``trace`` (Trace_ELBO, estimator A) or ``meanfield`` (TraceMeanField_ELBO, B)."""
     particles: int = 1
-    """L, samples of the latents per datapoint and step."""
+    """L, samples of the latents per datapoint and step (K for ``iwae`` / ``dreg``)."""
+    objective: str = "elbo"
+    """``elbo`` (``elbo`` picks the estimator), ``iwae`` (the K-sample importance-weighted
+    bound, K = ``particles``) or ``dreg`` (the same bound, doubly-reparameterized gradient
+    for the guide); see :mod:`.iwae`. Pyro runs ``iwae`` and ``dreg`` uncompiled."""
+    is_every: int = 0
+    """Every this many epochs (and after the last), record ``<name>_is``: the IS estimate of
+    log p(x) (the ``is_particles``-sample bound, nats per datapoint) on the first
+    :data:`IS_POINTS` points of each evaluation set, and ``is_epoch``. 0: never."""
+    is_particles: int = 100
+    """Importance samples per datapoint of that estimate."""
     optimizer: str = "adam"
     """``adam`` or ``adagrad``."""
     lr: float = 1e-3
@@ -149,6 +166,11 @@ def check_options(options: SVIOptions) -> None:
     """Raise :class:`VarbayesError` naming the first bad option."""
     check_backend(options.backend, "--backend")
     check(options.elbo in ELBOS, f"--elbo must be one of {ELBOS}, got {options.elbo!r}")
+    check(options.objective in OBJECTIVES,
+          f"--objective must be one of {OBJECTIVES}, got {options.objective!r}")
+    check(isinstance(options.is_every, int) and options.is_every >= 0,
+          f"--is-every must be >= 0 (0: never), got {options.is_every!r}")
+    check(options.is_particles >= 1, f"--is-particles must be >= 1, got {options.is_particles}")
     check(options.compiler in COMPILERS,
           f"--compiler must be one of {COMPILERS}, got {options.compiler!r}")
     check(options.optimizer in OPTIMIZERS,
@@ -241,6 +263,41 @@ def check_pair(model: Callable[..., None], guide: Callable[..., None], data: Seq
                   f"{_show(scales[s.name])}: give the guide the model's data plate with n_data")
 
 
+def _weighted_batch(data: Sequence[Any], N: int, options: SVIOptions) -> Batch | None:
+    """The first batch, when the run needs the importance-weighted bound (else None)."""
+    if options.objective == "elbo" and options.is_every == 0:
+        return None
+    return to_backend(_take(data, slice(0, min(options.batch_size, N))), options.backend)
+
+
+def _check_pyro_weighted(model: Callable[..., None], guide: Callable[..., None],
+                         data: Sequence[Any], N: int, options: SVIOptions) -> None:
+    """Refuse, before any work, a pair the importance-weighted bound cannot weight (a latent
+    outside the data plate, no reparameterized sampler): one bound on the first batch."""
+    import torch
+
+    batch = _weighted_batch(data, N, options)
+    if batch is not None:  # (the untransformed batch: out-of-support warnings are moot)
+        with torch.random.fork_rng(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            iwae.PyroIWAE(2, options.objective == "dreg").differentiable_loss(
+                bind_n_data(model, N), bind_n_data(guide, N), *batch)
+
+
+def _check_numpyro_weighted(model: Callable[..., None], guide: Callable[..., None],
+                            data: Sequence[Any], N: int, options: SVIOptions) -> None:
+    """As :func:`_check_pyro_weighted`, for NumPyro."""
+    import jax
+
+    batch = _weighted_batch(data, N, options)
+    if batch is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            iwae.numpyro_iwae(2, options.objective == "dreg").loss(
+                jax.random.PRNGKey(0), {}, bind_n_data(model, N), bind_n_data(guide, N),
+                *batch)
+
+
 def _show(scale: Any) -> str:
     a = np.asarray(scale)
     return f"{float(a):g}" if a.size == 1 else f"an array (mean {float(a.mean()):g})"
@@ -306,10 +363,12 @@ def fit(model: Callable[..., None], guide: Callable[..., None], data: Sequence[A
     N = _n_rows(data, "training")
     for name, arrays in eval_sets.items():
         _n_rows(arrays, f"evaluation set {name!r}")
-    runner, check_parallel = ((_pyro_runner, _check_pyro_parallel) if options.backend == "pyro"
-                              else (_numpyro_runner, _check_numpyro_parallel))
+    runner, check_parallel, check_weighted = (
+        (_pyro_runner, _check_pyro_parallel, _check_pyro_weighted) if options.backend == "pyro"
+        else (_numpyro_runner, _check_numpyro_parallel, _check_numpyro_weighted))
     check_parallel(options)
     check_pair(model, guide, data, N, options)
+    check_weighted(model, guide, data, N, options)
     header: dict[str, Any] | None = None
     saved: dict[str, np.ndarray] | None = None
     if resume:
@@ -438,12 +497,23 @@ def _one_epoch(options: SVIOptions, N: int, data: Sequence[Any], transform: Tran
         raise _diverged(epoch, len(batches) - 1, checkpoint, epoch)
     history["objective"].append(-float(np.mean([float(v) for v in losses])) / N)
     for k, v in scores.items():
-        history[f"{k}_elbo"].append(v)
+        history.setdefault(k, []).append(v)
     history["seconds"].append(seconds)
     bar.note(objective=history["objective"][-1],
-             **{f"{k}_elbo": float(v) for k, v in scores.items()})
+             **{k: float(v) for k, v in scores.items() if k.endswith("_elbo")})
     if checkpoint is not None:
         save(epoch + 1, history)
+
+
+def _is_due(options: SVIOptions, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) ends with the IS estimate of ``is_every``."""
+    return options.is_every > 0 and ((epoch + 1) % options.is_every == 0
+                                     or epoch + 1 == options.epochs)
+
+
+def _is_chunks(arrays: Sequence[Any], name: str) -> list[slice]:
+    n = min(_n_rows(arrays, name), IS_POINTS)
+    return [slice(i, min(i + IS_CHUNK, n)) for i in range(0, n, IS_CHUNK)]
 
 
 def _new_history(eval_sets: Mapping[str, Any], header: Mapping[str, Any] | None
@@ -515,8 +585,9 @@ def pyro_optimizer(options: SVIOptions, params: Sequence[Any]) -> Any:
 
 def pyro_compiler(options: SVIOptions, steps: int | None) -> str:
     """The compiler a Pyro run of ``steps`` training steps uses: ``inductor``,
-    ``torchscript`` or ``none`` (``jit=False``); None steps: a long run."""
-    if not options.jit:
+    ``torchscript`` or ``none`` (``jit=False``, and the ``iwae`` / ``dreg`` objectives, which
+    run uncompiled); None steps: a long run."""
+    if not options.jit or options.objective != "elbo":
         return "none"
     if options.compiler != "auto":
         return options.compiler
@@ -528,6 +599,9 @@ def pyro_loss(options: SVIOptions, model: Callable[..., None], guide: Callable[.
     """``loss(*batch) -> Tensor``: the training ELBO's differentiable loss (nats, negated)
     compiled with ``compiler`` (see :func:`pyro_compiler`). Inductor falls back to
     TorchScript, with a warning, on the first call it cannot compile."""
+    if options.objective != "elbo":
+        objective = iwae.PyroIWAE(options.particles, dreg=options.objective == "dreg")
+        return functools.partial(objective.differentiable_loss, model, guide)
     if compiler == "none":
         return functools.partial(pyro_elbo(options, jit=False).differentiable_loss, model,
                                  guide)
@@ -645,12 +719,12 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             start = int(header["epoch"])
         history = _new_history(eval_sets, header)
 
-        loss = pyro_loss(options, train_model, train_guide, params,
-                         pyro_compiler(options,
-                                       _steps_per_epoch(N, options.batch_size) * options.epochs))
+        compiler = pyro_compiler(options,
+                                 _steps_per_epoch(N, options.batch_size) * options.epochs)
+        loss = pyro_loss(options, train_model, train_guide, params, compiler)
         one_step = pyro_step(loss, optimizer, None if world == 1 else functools.partial(
             data_parallel.average_gradients, params))
-        if options.jit:
+        if compiler != "none":
             # Compile before any real step (gradients discarded, params untouched): inductor
             # compiles (or falls back) on the first call, and the TorchScript profiling
             # executor runs the first calls unoptimized and then switches to a fused graph
@@ -686,7 +760,25 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
                     f = len(batch[0]) / n if count_global else 0.0  # once over the set
                     total += eval_elbo.loss(pyro_global_scale(eval_model, f),
                                             pyro_global_scale(eval_guide, f), *batch)
-                scores[name] = -float(ranks.all_sum(total).item()) / n
+                scores[f"{name}_elbo"] = -float(ranks.all_sum(total).item()) / n
+            if _is_due(options, epoch):
+                scores.update(estimate(epoch))
+            return scores
+
+        def estimate(epoch: int) -> dict[str, float]:
+            bound = iwae.PyroIWAE(options.is_particles)
+            scores: dict[str, float] = {"is_epoch": epoch + 1}
+            with torch.no_grad():
+                for name, arrays in eval_sets.items():
+                    total = torch.zeros(1, dtype=torch.float64)
+                    chunks = _is_chunks(arrays, name)
+                    for j, rows in enumerate(chunks):
+                        if j % world != rank:
+                            continue
+                        torch.manual_seed(_epoch_seed(options.seed, epoch, 4, j))
+                        total += bound.bound(eval_model, eval_guide,
+                                             *tensors(_take(arrays, rows))).double().sum()
+                    scores[f"{name}_is"] = float(ranks.all_sum(total).item()) / chunks[-1].stop
             return scores
 
         def save(epoch: int, history: dict[str, list[float]]) -> None:
@@ -726,12 +818,16 @@ def numpyro_svi(model: Callable[..., None], guide: Callable[..., None],
     from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
     from numpyro.optim import optax_to_numpyro
 
-    elbo_cls = TraceMeanField_ELBO if options.elbo == "meanfield" else Trace_ELBO
+    if options.objective != "elbo":
+        loss = iwae.numpyro_iwae(options.particles, dreg=options.objective == "dreg")
+    else:
+        elbo_cls = TraceMeanField_ELBO if options.elbo == "meanfield" else Trace_ELBO
+        loss = elbo_cls(num_particles=options.particles)
     if options.optimizer == "adam":
         tx = optax.adam(options.lr)
     else:  # torch's Adagrad defaults: no initial accumulator, eps 1e-10
         tx = optax.adagrad(options.lr, initial_accumulator_value=0.0, eps=1e-10)
-    return SVI(model, guide, optax_to_numpyro(tx), elbo_cls(num_particles=options.particles))
+    return SVI(model, guide, optax_to_numpyro(tx), loss)
 
 
 def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoint,
@@ -745,7 +841,7 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     eval_model = handlers.block(bind_n_data(model, None), hide=list(eval_hide))
     eval_guide = bind_n_data(guide, None)
     svi = numpyro_svi(train_model, train_guide, options)
-    elbo = svi.loss
+    elbo = numpyro_svi(train_model, train_guide, options._replace(objective="elbo")).loss
 
     mesh = sharding.mesh(options.devices) if options.devices > 1 else None
 
@@ -791,6 +887,9 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
     eval_loss = jax.jit(lambda params, key, f, *batch: elbo.loss(
         key, params, numpyro_global_scale(eval_model, f), numpyro_global_scale(eval_guide, f),
         *batch))
+    is_objective = iwae.numpyro_iwae(options.is_particles)
+    is_bound = jax.jit(lambda params, key, *batch: jnp.sum(is_objective.bound(
+        key, params, eval_model, eval_guide, *batch)))
     holder = {"state": state}
 
     def step(batch: Batch) -> Any:
@@ -809,7 +908,17 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
                 batch = jarr(_take(arrays, slice(i, i + B)))
                 f = jnp.float32(len(batch[0]) / n if count_global else 0.0)  # once per set
                 total += float(eval_loss(params, jax.random.fold_in(key, j), f, *batch))
-            scores[name] = -total / n
+            scores[f"{name}_elbo"] = -total / n
+        if _is_due(options, epoch):
+            key = jax.random.PRNGKey(_epoch_seed(options.seed, epoch, 4))
+            scores["is_epoch"] = epoch + 1
+            for name, arrays in eval_sets.items():
+                chunks = _is_chunks(arrays, name)
+                total = 0.0
+                for j, rows in enumerate(chunks):
+                    total += float(is_bound(params, jax.random.fold_in(key, j),
+                                            *jarr(_take(arrays, rows))))
+                scores[f"{name}_is"] = total / chunks[-1].stop
         return scores
 
     def save(epoch: int, history: dict[str, list[float]]) -> None:

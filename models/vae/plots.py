@@ -55,7 +55,8 @@ def image_grid(images: np.ndarray, image_shape: Sequence[int], ncol: int, title:
 
 
 def elbo_curves(history: Mapping[str, Sequence[float]], title: str) -> Any:
-    """Per-datapoint ELBO (nats) per epoch: the training objective and each evaluated set.
+    """Per-datapoint ELBO (nats) per epoch: the training objective and each evaluated set,
+    and the IS estimates of log p(x) (``<set>_is`` at ``is_epoch``) as crosses.
 
     The left panel shows every epoch; when the first epochs dwarf the rest, a right panel
     zooms on the later ones and says from which epoch it starts (nothing is clipped
@@ -66,6 +67,8 @@ def elbo_curves(history: Mapping[str, Sequence[float]], title: str) -> Any:
 
     epochs = np.arange(1, len(history["objective"]) + 1)
     evals = {k: np.asarray(v, float) for k, v in history.items() if k.endswith("_elbo")}
+    is_epochs = np.asarray(history.get("is_epoch", []), int)
+    estimates = {k: np.asarray(v, float) for k, v in history.items() if k.endswith("_is")}
     first = len(epochs) // 4
     zoom = False
     if evals and len(epochs) > 8:
@@ -81,8 +84,13 @@ def elbo_curves(history: Mapping[str, Sequence[float]], title: str) -> Any:
         for key, values in evals.items():
             ax.plot(epochs[lo:], values[lo:], marker="." if len(epochs) < 30 else None,
                     label=key.replace("_", " "))
+        for key, values in estimates.items():
+            sel = is_epochs > lo
+            ax.plot(is_epochs[sel], values[sel], "x", ms=5,
+                    label=f"{key.removesuffix('_is')} log p(x), IS")
         if j == 1:
-            late = np.concatenate([v[lo:] for v in evals.values()])
+            late = np.concatenate([v[lo:] for v in evals.values()]
+                                  + [v[is_epochs > lo] for v in estimates.values()])
             pad = 0.1 * (np.ptp(late) + 1e-9)
             ax.set_ylim(late.min() - pad, late.max() + pad)
             ax.set_title(f"from epoch {lo + 1} (zoomed)", fontsize=9)
@@ -90,7 +98,7 @@ def elbo_curves(history: Mapping[str, Sequence[float]], title: str) -> Any:
             ax.set_title(title if not zoom else f"{title}: all epochs", fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("ELBO per datapoint (nats)")
+        ax.set_ylabel("nats per datapoint")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -59,7 +59,7 @@ def _differs(a, b) -> bool:
     return any(not np.allclose(a[0][k], b[0][k], rtol=1e-3) for k in a[0])
 
 
-@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+@pytest.mark.parametrize("elbo", ["trace", "meanfield", "dreg"])
 def test_one_numpyro_step_on_two_devices_is_the_one_device_step(tmp_path, elbo):
     one = _train(tmp_path, "one", "numpyro", 1, 50, elbo=elbo)
     two = _train(tmp_path, "two", "numpyro", 1, 50, devices=2, elbo=elbo)
@@ -73,7 +73,7 @@ def test_a_numpyro_fit_on_two_devices_ends_where_one_device_does(tmp_path):
     assert _differs(one, _train(tmp_path, "short", "numpyro", 3, 200))  # it tells runs apart
 
 
-@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+@pytest.mark.parametrize("elbo", ["trace", "meanfield", "iwae", "dreg"])
 def test_one_pyro_step_on_two_gloo_ranks_is_the_one_process_step(tmp_path, elbo):
     one = _train(tmp_path, "one", "pyro", 1, 50, elbo=elbo)
     two = _train(tmp_path, "two", "pyro", 1, 50, ranks=2, elbo=elbo)

@@ -2,6 +2,7 @@
 process, on JAX devices (``--devices``) or on torchrun ranks.
 
 usage: python worker.py BACKEND DEVICES EPOCHS N_TRAIN BATCH ELBO COMPILER CHECKPOINT
+(ELBO: trace, meanfield, or the objective iwae or dreg with 3 samples)
 """
 
 import functools
@@ -23,7 +24,10 @@ def main() -> None:
     test = (rng.random((30, 24)) < 0.3).astype(np.float32)
     mod = model_module("vae", backend)
     vae = mod.build(VAEConfig(x_dim=24, z_dim=3, hidden=(16,)), seed=0)
-    options = SVIOptions(backend=backend, elbo=elbo, epochs=int(epochs), batch_size=int(batch),
+    weighted = elbo in ("iwae", "dreg")  # an objective of 3 importance samples
+    options = SVIOptions(backend=backend, elbo="trace" if weighted else elbo,
+                         objective=elbo if weighted else "elbo", particles=3 if weighted else 1,
+                         epochs=int(epochs), batch_size=int(batch),
                          devices=int(devices), lr=1e-2, jit=compiler != "none",
                          compiler="torchscript" if compiler == "none" else compiler, seed=3)
 
