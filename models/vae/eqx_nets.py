@@ -72,14 +72,21 @@ def _layers(config: VAEConfig, prefix: str, weights: dict[str, np.ndarray]) -> d
             for name in layer_sizes(config) if name.startswith(prefix + ".")}
 
 
+def load_encoder(config: VAEConfig, weights: dict[str, np.ndarray]) -> Encoder:
+    """The encoder of ``config`` holding the ``enc.*`` entries of ``weights``."""
+    return Encoder(_layers(config, "enc", weights), len(config.hidden), config.activation)
+
+
+def load_decoder(config: VAEConfig, weights: dict[str, np.ndarray]) -> Decoder:
+    """The decoder of ``config`` holding the ``dec.*`` entries of ``weights``."""
+    return Decoder(_layers(config, "dec", weights), len(config.hidden), config.activation,
+                   config.decoder == "gaussian", float(config.min_scale))
+
+
 def build_networks(config: VAEConfig, weights: dict[str, np.ndarray]) -> tuple[Encoder, Decoder]:
     """Encoder and decoder holding ``weights`` (flat names, numpy arrays)."""
     check_weights(config, weights)
-    n = len(config.hidden)
-    enc = Encoder(_layers(config, "enc", weights), n, config.activation)
-    dec = Decoder(_layers(config, "dec", weights), n, config.activation,
-                  config.decoder == "gaussian", float(config.min_scale))
-    return enc, dec
+    return load_encoder(config, weights), load_decoder(config, weights)
 
 
 def network_weights(encoder: Encoder, decoder: Decoder) -> dict[str, np.ndarray]:

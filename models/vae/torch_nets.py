@@ -73,13 +73,24 @@ def _load(module: nn.Module, prefix: str, weights: dict[str, np.ndarray]) -> Non
     module.load_state_dict(state, strict=True)
 
 
+def load_encoder(config: VAEConfig, weights: dict[str, np.ndarray]) -> Encoder:
+    """The encoder of ``config`` holding a copy of the ``enc.*`` entries of ``weights``."""
+    enc = Encoder(config)
+    _load(enc, "enc", weights)
+    return enc
+
+
+def load_decoder(config: VAEConfig, weights: dict[str, np.ndarray]) -> Decoder:
+    """The decoder of ``config`` holding a copy of the ``dec.*`` entries of ``weights``."""
+    dec = Decoder(config)
+    _load(dec, "dec", weights)
+    return dec
+
+
 def build_networks(config: VAEConfig, weights: dict[str, np.ndarray]) -> tuple[Encoder, Decoder]:
     """Encoder and decoder holding a copy of ``weights`` (flat names, numpy arrays)."""
     check_weights(config, weights)
-    enc, dec = Encoder(config), Decoder(config)
-    _load(enc, "enc", weights)
-    _load(dec, "dec", weights)
-    return enc, dec
+    return load_encoder(config, weights), load_decoder(config, weights)
 
 
 def network_weights(encoder: Encoder, decoder: Decoder) -> dict[str, np.ndarray]:
