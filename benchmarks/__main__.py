@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 #: Registered benchmarks, in the order ``all`` runs them.
-BENCHMARKS: tuple[str, ...] = ("datasets", "mcmc", "ising", "vae", "evidence", "scaling")
+BENCHMARKS: tuple[str, ...] = ("datasets", "mcmc", "ising", "vae", "evidence", "scaling",
+                               "objectives")
 
 
 def _table(name: str, metrics: dict[str, float]) -> str:

@@ -138,6 +138,10 @@ def test_corrupt_checkpoint_and_missing_run(latent2_run, tmp_path, capsys):
     (["--decoder", "gaussian", "--binarize", "dynamic"], "Gaussian decoder"),
     (["--torch-threads", "0"], "--torch-threads"),
     (["--n-train", "0"], "--n-train"),
+    (["--is-every", "-1"], "--is-every must be >= 0"),
+    (["--is-particles", "0"], "--is-particles must be >= 1"),
+    (["--objective", "iwae", "--particles", "0"], "--particles must be >= 1"),
+    (["--objective", "dreg", "--bayesian"], "train a Bayesian decoder with --objective elbo"),
 ])
 def test_bad_input_one_line(argv, match, tmp_path, capsys):
     err = _error(["vae", "train", "--out", str(tmp_path / "x"), *TINY, *argv], capsys)
@@ -177,3 +181,19 @@ def test_gaussian_decoder_trains_on_frey_face(shared_data, tmp_path):
     history = json.loads(ckpt["header"].tobytes())["history"]["test_elbo"]
     assert history[-1] > history[0] + 20, history  # nats per 560-pixel face
     assert (out / "samples.png").is_file()
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_an_importance_weighted_run_records_its_objective_and_the_is_estimate(backend,
+                                                                             tmp_path):
+    out = tmp_path / "iwae"
+    assert main(["vae", "train", "--objective", "dreg", "--particles", "3", "--is-every", "1",
+                 "--is-particles", "20", "--epochs", "2", "--backend", backend,
+                 "--out", str(out), *TINY]) == 0
+    m = _metrics(out)
+    assert m["objective"] == "dreg" and m["particles"] == 3 and m["is_epoch"] == 2
+    assert m["is_points"] == 60 and m["is_particles"] == 20
+    assert m["test_is"] > m["test_elbo"]  # the 20-sample bound of the same weights
+    assert m["decoder_evals_per_epoch"] == 200 * 3 and m["epochs_per_second"] > 0
+    assert m["load_average"] >= 0
+    assert (out / "elbo_curves.png").stat().st_size > 1000
