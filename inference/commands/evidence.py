@@ -26,7 +26,7 @@ from varbayes.inference.commands._options import (
 )
 from varbayes.inference.evidence import ais, hmc
 from varbayes.inference.io import out_dir, progress
-from varbayes.inference.vae.bayes_evidence import ESTIMATORS, write_evidence
+from varbayes.inference.vae.bayes_evidence import ESTIMATORS, check_estimators, write_evidence
 from varbayes.inference.vae.run import Run, load_run, read_header
 from varbayes.models.errors import check
 
@@ -115,8 +115,9 @@ def _evidence(args: argparse.Namespace) -> int:
         hmc.check_options(hmc_opts)
     check(args.n_theta >= 1, f"--n-theta must be >= 1, got {args.n_theta}")
     run_dir = Path(args.run_dir)
-    check_devices(args, read_header(run_dir)["backend"])
-    run = load_run(run_dir, args.data_dir)
+    check_devices(args, read_header(run_dir, two_layer_ok=True)["backend"])
+    run = load_run(run_dir, args.data_dir, two_layer_ok=True)
+    check_estimators(run, names)
     check_counts_fit(args, run, names, steps[-1])
 
     main = ranks.is_main()

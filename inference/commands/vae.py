@@ -61,6 +61,7 @@ from varbayes.models.vae.evaluate import (
     independent_pixel_log_likelihood,
     masked_log_likelihood,
 )
+from varbayes.models.vae2.config import VAE2Config
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -115,7 +116,8 @@ def spec_from_args(args: argparse.Namespace) -> TrainSpec:
         binarize=args.binarize, conditional=args.conditional, mask=args.mask,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         particles=args.particles, objective=args.objective, is_every=args.is_every,
-        is_particles=args.is_particles, weight_decay=args.weight_decay, bayesian=args.bayesian,
+        is_particles=args.is_particles, stochastic_layers=args.stochastic_layers,
+        weight_decay=args.weight_decay, bayesian=args.bayesian,
         prior_scale=args.prior_scale, init_sigma=args.init_sigma, init_std=args.init_std,
         jit=not args.no_jit, compiler=args.compiler, n_train=args.n_train, n_test=args.n_test,
         time_limit=None if args.time_limit is None else 60 * args.time_limit,
@@ -138,8 +140,12 @@ def _train(args: argparse.Namespace) -> int:
     m, config = r.metrics, r.config
     what = (f"{spec.elbo} ELBO" if spec.objective == "elbo"
             else f"{spec.objective} K={spec.particles}")
-    print(f"varbayes vae train: {spec.dataset}, {spec.backend} {what}, "
-          f"{config.x_dim}-{'-'.join(map(str, config.hidden))}-{config.z_dim}, "
+    arch = f"{config.x_dim}-{'-'.join(map(str, config.hidden))}-{config.z_dim}"
+    if spec.stochastic_layers == 2:
+        c2 = VAE2Config(config.x_dim)
+        arch = "-".join(map(str, (c2.x_dim, *c2.hidden[0], c2.z_dims[0], *c2.hidden[1],
+                                  c2.z_dims[1])))
+    print(f"varbayes vae train: {spec.dataset}, {spec.backend} {what}, {arch}, "
           f"{r.epochs} epochs ({r.start_epoch} resumed), "
           f"{m['seconds_per_epoch']:.3g} s/epoch")
     print(f"  test ELBO {m['test_elbo']:.3f} nats/datapoint (best "
@@ -281,6 +287,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--particles", type=int, default=1, metavar="K",
                    help="samples per datapoint and step: L of the ELBO, K of iwae / dreg "
                         "(default 1)")
+    t.add_argument("--stochastic-layers", type=int, default=1, choices=(1, 2),
+                   help="2: the IWAE paper's VAE with two stochastic layers (z 100 and 50 "
+                        "units; tanh layers 200,200 and 100,100; Bernoulli decoder) instead of "
+                        "--latent and --hidden (default 1)")
     t.add_argument("--is-every", type=int, default=0, metavar="E",
                    help="every E epochs, an IS estimate of log p(x) on the first "
                         f"{IS_POINTS} train-eval and test points (default 0: never)")

@@ -35,7 +35,14 @@ from varbayes.inference.evidence.importance import ISResult, importance_sampling
 from varbayes.inference.evidence.quadrature import QuadratureResult, quadrature
 from varbayes.inference.evidence.sites import numpyro_log_joint
 from varbayes.inference.io import save_figure, write_metrics
-from varbayes.inference.vae.run import Run, heldout_arrays, load_run, numpyro_twin, run_batches
+from varbayes.inference.vae.run import (
+    Run,
+    heldout_arrays,
+    load_run,
+    numpyro_twin,
+    run_batches,
+    two_layers,
+)
 from varbayes.models.bayesian_vae.predictive import decoder_draws
 from varbayes.models.errors import check
 
@@ -133,7 +140,8 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_
     bad = [e for e in estimators if e not in ESTIMATORS]
     check(not bad, f"unknown estimator(s) {', '.join(bad)}: choose from {', '.join(ESTIMATORS)}")
     if not isinstance(run, Run):
-        run = load_run(run, with_data=False)
+        run = load_run(run, with_data=False, two_layer_ok=True)
+    check_estimators(run, estimators)
     vaes = theta_vaes(run.mod, run.vae, run.sigma, n_theta, seed)
     parts = [_point_evidence(run._replace(vae=v), x, c, estimators, k=k, seed=seed + s,
                              batch_size=batch_size, chunk=chunk, prefix_ks=prefix_ks,
@@ -144,6 +152,15 @@ def bayesian_log_evidence(run: Run | str | Path, x: np.ndarray, k: int = 100, n_
     is_ = estimates["is"]
     return BayesEvidence(is_.log_px, averages["is"], per_theta, is_.ess, int(k), len(vaes),
                          run.sigma is not None, estimates, averages)
+
+
+def check_estimators(run: Run, estimators: Sequence[str]) -> None:
+    """Refuse, in one line, the estimators that need one latent ``z`` (the appendix-D HMC
+    estimator and quadrature) on a run with two stochastic layers."""
+    bad = [e for e in estimators if e in ("hmc", "quadrature")]
+    check(not (bad and two_layers(run.header)),
+          f"{', '.join(bad)} need(s) one stochastic layer, and this run has two: use "
+          "--estimators elbo,is,ais")
 
 
 def _point_evidence(run: Run, x: np.ndarray, c: np.ndarray | None, names: Sequence[str], *,

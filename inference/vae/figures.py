@@ -39,6 +39,24 @@ def train_figures(out: Path, mod: ModuleType, vae: Any, data: RunData,
     return names
 
 
+def two_layer_figures(out: Path, mod: ModuleType, vae: Any, data: RunData,
+                      history: dict[str, list[float]], title: str, seed: int) -> list[str]:
+    """A two-stochastic-layer run: ELBO curves, reconstructions E[x | z₁ = μ(x)] and prior
+    samples E[x | z₁ = E[z₁|z₂]], z₂ ~ N(0, I); returns the PNG names written in ``out``."""
+    save_figure(plots.elbo_curves(history, title), out / "elbo_curves.png")
+    x = data.x_test[:16]
+    save_figure(plots.reconstructions(x, mod.decode(vae, mod.encode(vae, x)[0]),
+                                      data.image_shape,
+                                      f"test images and reconstructions: {title}"),
+                out / "reconstructions.png")
+    z2 = np.random.default_rng(seed).standard_normal((64, vae.config.z_dims[1]))
+    images = mod.decode(vae, mod.top_down(vae, z2.astype(np.float32)))
+    save_figure(plots.image_grid(images, data.image_shape, 8, f"E[x|z₂], z₂ ~ p(z₂): {title}"),
+                out / "samples.png")
+    save_array(out / "samples.npy", images.astype(np.float32))
+    return ["elbo_curves.png", "reconstructions.png", "samples.png"]
+
+
 def reconstruction_figure(out: Path, mod: ModuleType, vae: Any, data: RunData, n: int,
                           title: str) -> list[str]:
     """Test images and E[x | z = μ(x)]."""

@@ -3,10 +3,11 @@ command reads.
 
 A run folder holds :data:`CHECKPOINT` (the training state, the flat decoder and encoder
 weights under ``export/`` and, for a ``--bayesian`` run, σ of q(θ) under ``export/sigma/``,
-with a JSON header whose ``meta`` has the model configuration ``vae``, the data description
-``run`` and, for a Bayesian run, ``bayes``), ``metrics.json`` and the figures. This module
-is the one place that knows that format: the file name, the header check, the exported
-arrays, the data a run was trained on, the NumPyro twin of a run and its batches.
+with a JSON header whose ``meta`` has the model configuration ``vae`` (``vae2`` for a VAE
+with two stochastic layers), the data description ``run`` and, for a Bayesian run,
+``bayes``), ``metrics.json`` and the figures. This module is the one place that knows that
+format: the file name, the header check, the exported arrays, the data a run was trained
+on, the NumPyro twin of a run and its batches.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from varbayes.inference.backends import as_array, model_module
 from varbayes.inference.data import datasets
 from varbayes.inference.evidence.batches import Batch, batches
 from varbayes.inference.vi.checkpoint import load_checkpoint
-from varbayes.models.errors import check
+from varbayes.models.errors import VarbayesError, check
 from varbayes.models.vae.config import VAEConfig, check_data, condition_vector
+from varbayes.models.vae2.config import VAE2Config
 
 CHECKPOINT = "checkpoint.npz"
 """The checkpoint's file name inside a run folder."""
@@ -132,12 +134,12 @@ class Run(NamedTuple):
         return self.header["options"]["elbo"]
 
 
-def run_meta(config: VAEConfig, dataset: str, binarize: str, n_train: int | None,
+def run_meta(config: VAEConfig | VAE2Config, dataset: str, binarize: str, n_train: int | None,
              n_test: int | None, bayes: Any = None) -> dict[str, Any]:
-    """The checkpoint ``meta`` of a run: the configuration ``vae``, the data description
-    ``run`` (what :func:`load_run_data` needs to rebuild the data) and, for a Bayesian
-    decoder, its ``bayes`` configuration."""
-    meta = {"vae": config._asdict(),
+    """The checkpoint ``meta`` of a run: the configuration ``vae`` (``vae2`` for two
+    stochastic layers), the data description ``run`` (what :func:`load_run_data` needs to
+    rebuild the data) and, for a Bayesian decoder, its ``bayes`` configuration."""
+    meta = {"vae2" if isinstance(config, VAE2Config) else "vae": config._asdict(),
             "run": {"dataset": dataset, "binarize": binarize, "n_train": n_train,
                     "n_test": n_test}}
     if bayes is not None:
@@ -157,19 +159,31 @@ def is_bayesian(header: dict[str, Any]) -> bool:
     return "bayes" in header.get("meta", {})  # written by 'vae train --bayesian'
 
 
-def read_header(run_dir: str | Path) -> dict[str, Any]:
-    """The checkpoint header of a VAE run folder; one-line errors for any other folder."""
-    return _read(run_dir)[1]
+def two_layers(header: dict[str, Any]) -> bool:
+    """True for a run of the VAE with two stochastic layers (``--stochastic-layers 2``)."""
+    return "vae2" in header.get("meta", {})
 
 
-def _read(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def read_header(run_dir: str | Path, *, two_layer_ok: bool = False) -> dict[str, Any]:
+    """The checkpoint header of a VAE run folder; one-line errors for any other folder (and
+    for a two-stochastic-layer run unless ``two_layer_ok``)."""
+    return _read(run_dir, two_layer_ok)[1]
+
+
+def _read(run_dir: str | Path, two_layer_ok: bool) -> tuple[dict[str, np.ndarray],
+                                                             dict[str, Any]]:
     run_dir = Path(run_dir)
     check(run_dir.is_dir(), f"run folder {run_dir} does not exist: {_TRAIN_HINT}")
     path = run_dir / CHECKPOINT
     check(path.is_file(), f"no {CHECKPOINT} in {run_dir}: {_TRAIN_HINT}")
     arrays, header = load_checkpoint(path)
     meta = header.get("meta", {})
-    check("vae" in meta and "run" in meta, f"{path} is not a VAE checkpoint: {_TRAIN_HINT}")
+    check(("vae" in meta or "vae2" in meta) and "run" in meta,
+          f"{path} is not a VAE checkpoint: {_TRAIN_HINT}")
+    if two_layers(header) and not two_layer_ok:
+        raise VarbayesError(f"{run_dir} holds a VAE with two stochastic layers (vae train "
+                            "--stochastic-layers 2), which this command does not read: "
+                            "'varbayes evidence --estimators elbo,is,ais' does")
     return arrays, header
 
 
@@ -187,17 +201,22 @@ def exported(arrays: dict[str, np.ndarray]
 
 
 def load_run(run_dir: str | Path, data_dir: str | None = None, *,
-             with_data: bool = True) -> Run:
+             with_data: bool = True, two_layer_ok: bool = False) -> Run:
     """Rebuild the VAE of a run folder from its checkpoint, in the run's backend.
 
     ``with_data`` also loads the run's data (:class:`RunData`, as at training time, from
-    ``data_dir``); without it only the model is read.
+    ``data_dir``); without it only the model is read. A run with two stochastic layers is
+    refused in one line unless ``two_layer_ok`` (its ``vae`` is then a ``VAE2``).
     """
-    arrays, header = _read(run_dir)
+    arrays, header = _read(run_dir, two_layer_ok)
     meta = header["meta"]
-    config = VAEConfig.from_dict(meta["vae"])
+    if two_layers(header):
+        config: Any = VAE2Config.from_dict(meta["vae2"])
+        mod = model_module("vae2", header["backend"])
+    else:
+        config = VAEConfig.from_dict(meta["vae"])
+        mod = model_module("vae", header["backend"])
     weights, sigma = exported(arrays)
-    mod = model_module("vae", header["backend"])
     data = None
     if with_data:
         r = meta["run"]

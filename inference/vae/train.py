@@ -34,6 +34,9 @@ from varbayes.models.bayesian_vae.config import BayesConfig, kl_weights
 from varbayes.models.bayesian_vae.config import validate as validate_bayes
 from varbayes.models.errors import check
 from varbayes.models.vae.config import VAEConfig, condition_vector, n_params, validate
+from varbayes.models.vae2.config import VAE2Config
+from varbayes.models.vae2.config import n_params as n_params2
+from varbayes.models.vae2.config import validate as validate2
 
 #: Epochs when not given: small datasets need many passes for the same number of steps.
 DEFAULT_EPOCHS = {"digits": 500, "frey-face": 500}
@@ -72,6 +75,9 @@ class TrainSpec(NamedTuple):
     is_every: int = 0
     """Epochs between IS estimates on the evaluation sets (``SVIOptions.is_every``)."""
     is_particles: int = 100
+    stochastic_layers: int = 1
+    """1: the VAE of ``latent`` and ``hidden``; 2: the IWAE paper's two-stochastic-layer VAE
+    (:mod:`varbayes.models.vae2`, its widths)."""
     weight_decay: float = 0.0
     """Precision λ of an N(0, λ⁻¹I) prior on the decoder weights (MAP); 0 for none."""
     bayesian: bool = False
@@ -148,6 +154,26 @@ def make_bayes(spec: TrainSpec, config: VAEConfig) -> BayesConfig | None:
     return validate_bayes(BayesConfig(spec.prior_scale, spec.init_sigma))
 
 
+def make_config2(spec: TrainSpec, config: VAEConfig) -> VAE2Config | None:
+    """The :class:`VAE2Config` of a ``stochastic_layers=2`` run on the data of the one-layer
+    ``config`` (None for one layer); one-line refusals for what it does not have."""
+    check(spec.stochastic_layers in (1, 2),
+          f"--stochastic-layers must be 1 or 2, got {spec.stochastic_layers}")
+    if spec.stochastic_layers == 1:
+        return None
+    for flag, ok in (("--latent", spec.latent == TrainSpec._field_defaults["latent"]),
+                     ("--hidden", tuple(spec.hidden) == TrainSpec._field_defaults["hidden"]),
+                     ("--conditional", config.condition == "none"),
+                     ("--decoder", config.decoder == "bernoulli"),
+                     ("--weight-decay", config.prior_precision == 0),
+                     ("--init-std", config.init_std == 0),
+                     ("--bayesian", not spec.bayesian)):
+        check(ok, f"{flag} is for one stochastic layer: --stochastic-layers 2 trains the IWAE "
+                  "paper's architecture (z 100 and 50 units, tanh layers 200,200 and 100,100, "
+                  "a Bernoulli decoder); leave it out")
+    return validate2(VAE2Config(x_dim=config.x_dim, activation=config.activation))
+
+
 def train_transform(config: VAEConfig, dynamic: bool) -> Any:
     """The per-minibatch transform of :func:`fit`: a fresh binarization when ``dynamic``."""
     def transform(batch: tuple[Any, ...], rng: np.random.Generator) -> tuple[Any, ...]:
@@ -198,14 +224,21 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
                          spec.n_test, spec.seed, download=spec.download)
     config = make_config(spec, data, decoder)
     bayes = make_bayes(spec, config)
+    config2 = make_config2(spec, config)
     options = SVIOptions(backend=spec.backend, elbo=spec.elbo, particles=spec.particles,
                          optimizer=spec.optimizer, lr=spec.lr, epochs=epochs,
                          batch_size=spec.batch_size, seed=spec.seed, jit=spec.jit,
                          compiler=spec.compiler, time_limit=spec.time_limit,
                          devices=spec.devices, objective=spec.objective,
                          is_every=spec.is_every, is_particles=spec.is_particles)
-    mod = model_module("vae", spec.backend)
-    if bayes is not None:
+    mod = model_module("vae" if config2 is None else "vae2", spec.backend)
+    if config2 is not None:
+        vae = mod.build(config2, seed=spec.seed)
+        model, guide = mod.model, mod.guide
+
+        def export(params: Any) -> dict[str, np.ndarray]:
+            return export_arrays(mod.weights(mod.with_params(vae, params)))
+    elif bayes is not None:
         bmod = model_module("bayesian_vae", spec.backend)
         vae = bmod.build(config, bayes, seed=spec.seed)
         model, guide = bmod.model, bmod.guide
@@ -225,7 +258,8 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
                                      if data.y_train is not None else None),
                  "test": arrays_for(config, data.x_test, data.y_test)}
     t0 = time.perf_counter()
-    meta = run_meta(config, spec.dataset, data.binarize, spec.n_train, spec.n_test, bayes)
+    meta = run_meta(config if config2 is None else config2, spec.dataset, data.binarize,
+                    spec.n_train, spec.n_test, bayes)
     result = fit(functools.partial(model, vae), functools.partial(guide, vae), train,
                  options=options, eval_sets=eval_sets,
                  transform=train_transform(config, data.binarize == "dynamic"), checkpoint=ckpt,
@@ -246,8 +280,11 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
         "test_elbo": h["test_elbo"][-1], "best_test_elbo": max(h["test_elbo"]),
         "train_elbo": h["train_elbo"][-1], "train_objective": h["objective"][-1],
         "epochs": result.epochs, "seconds_per_epoch": float(np.median(h["seconds"])),
-        "n_params": n_params(config), "n_train": len(data.x_train), "n_test": len(data.x_test),
-        "latent": config.z_dim, "particles": options.particles, "wall_seconds": wall,
+        "n_params": n_params(config) if config2 is None else n_params2(config2),
+        "n_train": len(data.x_train), "n_test": len(data.x_test),
+        "latent": config.z_dim if config2 is None else list(config2.z_dims),
+        "stochastic_layers": spec.stochastic_layers,
+        "particles": options.particles, "wall_seconds": wall,
         "devices": options.devices, "processes": ranks.world(), "objective": options.objective,
         # what a wall-clock budget bought, to restate runs at equal epochs: the load of the
         # machine, the pace, and the decoder evaluations of one epoch's training steps
@@ -275,6 +312,10 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
     write_metrics(out, metrics)
     what = (f"{spec.elbo} ELBO" if spec.objective == "elbo"
             else f"{spec.objective}, {spec.particles} samples")
-    title = f"{spec.dataset}, {spec.backend}, {what}, K={config.z_dim}"
-    names = figures.train_figures(out, mod, trained, data, h, title, spec.seed) + names
+    if config2 is not None:
+        title = f"{spec.dataset}, {spec.backend}, {what}, z {config2.z_dims[0]}+{config2.z_dims[1]}"
+        names = figures.two_layer_figures(out, mod, trained, data, h, title, spec.seed)
+    else:
+        title = f"{spec.dataset}, {spec.backend}, {what}, K={config.z_dim}"
+        names = figures.train_figures(out, mod, trained, data, h, title, spec.seed) + names
     return TrainedRun(metrics, names, config, result.epochs, result.start_epoch)

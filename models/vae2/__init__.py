@@ -2,7 +2,8 @@
 and NumPyro model+guide pairs.
 
 Import the backend you need: :mod:`.pyro_model` or :mod:`.numpyro_model` (both expose
-``VAE2``, ``build``, ``model``, ``guide``, ``weights``, ``with_params``, ``decode``);
+``VAE2``, ``build``, ``model``, ``guide``, ``weights``, ``with_params``, ``encode``,
+``top_down``, ``decode``);
 :mod:`.config` holds what they share.
 """
 

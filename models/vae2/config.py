@@ -41,6 +41,22 @@ class VAE2Config(NamedTuple):
     """Deterministic widths between x and z₁, and between z₁ and z₂."""
     activation: str = "tanh"
 
+    @property
+    def decoder(self) -> str:
+        """p(x|z₁) is Bernoulli (binary images), as in the paper."""
+        return "bernoulli"
+
+    @property
+    def condition(self) -> str:
+        """No conditioning input (the batches' ``c`` is None)."""
+        return "none"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VAE2Config:
+        """The configuration of a checkpoint's JSON ``meta``."""
+        return cls(int(d["x_dim"]), tuple(int(k) for k in d["z_dims"]),
+                   tuple(tuple(int(w) for w in h) for h in d["hidden"]), str(d["activation"]))
+
 
 def validate(config: VAE2Config) -> VAE2Config:
     """Raise :class:`VarbayesError` naming the bad field; return the config unchanged."""

@@ -15,6 +15,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import eqx_module
 
+from varbayes.models.errors import check
 from varbayes.models.vae.eqx_nets import Decoder, Encoder, load_decoder, load_encoder
 from varbayes.models.vae2.config import GROUPS, VAE2Config, group, init_weights, parts, validate
 
@@ -47,8 +48,10 @@ def _plate(n_data: int | None, M: int) -> numpyro.plate:
         return numpyro.plate("data", n_data or M, subsample_size=M)
 
 
-def model(vae: VAE2, x: jax.Array, n_data: int | None = None) -> None:
+def model(vae: VAE2, x: jax.Array, c: None = None,
+          n_data: int | None = None) -> None:
     """p(z₂) p_θ(z₁|z₂) p_θ(x|z₁); x (M, D)."""
+    check(c is None, "the two-layer VAE takes no conditioning input c")
     M, k2 = x.shape[0], vae.config.z_dims[1]
     p1, px = eqx_module("p1", vae.p1), eqx_module("px", vae.px)
     with _plate(n_data, M):
@@ -58,8 +61,10 @@ def model(vae: VAE2, x: jax.Array, n_data: int | None = None) -> None:
         numpyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
 
-def guide(vae: VAE2, x: jax.Array, n_data: int | None = None) -> None:
+def guide(vae: VAE2, x: jax.Array, c: None = None,
+          n_data: int | None = None) -> None:
     """q_φ(z₁|x) q_φ(z₂|z₁); x (M, D)."""
+    check(c is None, "the two-layer VAE takes no conditioning input c")
     q1, q2 = eqx_module("q1", vae.q1), eqx_module("q2", vae.q2)
     with _plate(n_data, x.shape[0]):
         z1 = numpyro.sample("z1", dist.Normal(*q1(x)).to_event(1))
@@ -83,6 +88,17 @@ def with_params(vae: VAE2, params: dict[str, object]) -> VAE2:
                               eqx.filter(getattr(vae, name), eqx.is_inexact_array, inverse=True))
             for name in GROUPS}
     return VAE2(vae.config, **nets)
+
+
+def encode(vae: VAE2, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """μ and σ of q(z₁|x), numpy (N, z₁)."""
+    loc, scale = vae.q1(jnp.asarray(x, jnp.float32))
+    return np.asarray(loc), np.asarray(scale)
+
+
+def top_down(vae: VAE2, z2: np.ndarray) -> np.ndarray:
+    """The mean of p(z₁|z₂), numpy (..., N, z₁)."""
+    return np.asarray(vae.p1(jnp.asarray(z2, jnp.float32))[0])
 
 
 def decode(vae: VAE2, z1: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The two-stochastic-layer VAE as a Pyro model+guide pair (see :mod:`.config`).
 
-Signature ``(vae, x, n_data=None)``, shared with :mod:`.numpyro_model`, and the same sites
+Signature ``(vae, x, c=None, n_data=None)`` (``c``, a conditioning input, must be None: the
+batches of a VAE run carry one), shared with :mod:`.numpyro_model`, and the same sites
 in the same order: model ``z2``, ``z1``, ``x``; guide ``z1``, ``z2``. The ``data`` plate has
 ``size=N`` and the M minibatch positions as its subsample (scale N/M).
 """
@@ -14,6 +15,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from varbayes.models.errors import check
 from varbayes.models.vae.torch_nets import Decoder, Encoder, load_decoder, load_encoder
 from varbayes.models.vae2.config import VAE2Config, group, init_weights, parts, validate
 
@@ -44,8 +46,10 @@ def _plate(n_data: int | None, M: int) -> pyro.plate:
     return pyro.plate("data", n_data or M, subsample=torch.arange(M))
 
 
-def model(vae: VAE2, x: torch.Tensor, n_data: int | None = None) -> None:
+def model(vae: VAE2, x: torch.Tensor, c: None = None,
+          n_data: int | None = None) -> None:
     """p(z₂) p_θ(z₁|z₂) p_θ(x|z₁); x (M, D)."""
+    check(c is None, "the two-layer VAE takes no conditioning input c")
     M, k2 = x.shape[0], vae.config.z_dims[1]
     p1, px = pyro.module("p1", vae.p1), pyro.module("px", vae.px)
     loc = x.new_zeros((M, k2))
@@ -56,8 +60,10 @@ def model(vae: VAE2, x: torch.Tensor, n_data: int | None = None) -> None:
         pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
 
 
-def guide(vae: VAE2, x: torch.Tensor, n_data: int | None = None) -> None:
+def guide(vae: VAE2, x: torch.Tensor, c: None = None,
+          n_data: int | None = None) -> None:
     """q_φ(z₁|x) q_φ(z₂|z₁); x (M, D)."""
+    check(c is None, "the two-layer VAE takes no conditioning input c")
     q1, q2 = pyro.module("q1", vae.q1), pyro.module("q2", vae.q2)
     with _plate(n_data, x.shape[0]):
         z1 = pyro.sample("z1", dist.Normal(*q1(x), validate_args=False).to_event(1))
@@ -84,8 +90,25 @@ def with_params(vae: VAE2, params: dict[str, object]) -> VAE2:
     return build(vae.config, flat)
 
 
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, np.float32))
+
+
+@torch.no_grad()
+def encode(vae: VAE2, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """μ and σ of q(z₁|x), numpy (N, z₁)."""
+    loc, scale = vae.q1(_t(x))
+    return loc.numpy(), scale.numpy()
+
+
+@torch.no_grad()
+def top_down(vae: VAE2, z2: np.ndarray) -> np.ndarray:
+    """The mean of p(z₁|z₂), numpy (..., N, z₁)."""
+    return vae.p1(_t(z2))[0].numpy()
+
+
 @torch.no_grad()
 def decode(vae: VAE2, z1: np.ndarray) -> np.ndarray:
     """Pixel probabilities of p(x|z₁), numpy (..., N, D)."""
-    logits, _ = vae.px(torch.as_tensor(np.asarray(z1, np.float32)))
+    logits, _ = vae.px(_t(z1))
     return torch.sigmoid(logits).numpy()

@@ -197,3 +197,51 @@ def test_an_importance_weighted_run_records_its_objective_and_the_is_estimate(ba
     assert m["decoder_evals_per_epoch"] == 200 * 3 and m["epochs_per_second"] > 0
     assert m["load_average"] >= 0
     assert (out / "elbo_curves.png").stat().st_size > 1000
+
+
+TINY2 = ["--n-train", "200", "--n-test", "40", "--batch-size", "50", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def two_layer_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("vae2") / "run"
+    assert main(["vae", "train", "--stochastic-layers", "2", "--objective", "iwae",
+                 "--particles", "3", "--epochs", "2", "--is-every", "2", "--is-particles", "20",
+                 "--out", str(out), *TINY2]) == 0
+    return out
+
+
+def test_a_two_layer_run_trains_the_paper_architecture(two_layer_run):
+    from varbayes.models.vae2 import VAE2Config, n_params
+
+    m = _metrics(two_layer_run)
+    assert m["stochastic_layers"] == 2 and m["latent"] == [100, 50]
+    assert m["n_params"] == n_params(VAE2Config(x_dim=64))
+    assert m["test_is"] > m["test_elbo"]
+    for fig in ("elbo_curves", "reconstructions", "samples"):
+        assert (two_layer_run / f"{fig}.png").stat().st_size > 1000, fig
+
+
+def test_evidence_reads_a_two_layer_run_and_the_one_layer_commands_refuse_it(
+        two_layer_run, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert main(["evidence", str(two_layer_run), "--estimators", "elbo,is,ais", "--k", "50",
+                 "--ais-steps", "10", "--ais-chains", "2", "--ais-init", "guide",
+                 "--out", str(out), "--quiet"]) == 0
+    m = _metrics(out)
+    assert m["n_data"] == 40 and m["is"] > m["elbo"]
+    assert abs(m["ais"] - m["is"]) < 5.0
+    assert "need(s) one stochastic layer" in _error(
+        ["evidence", str(two_layer_run), "--estimators", "is,hmc", "--out", str(tmp_path / "h"),
+         "--quiet"], capsys)
+    for cmd in ("sample", "reconstruct", "inpaint"):
+        assert "two stochastic layers" in _error(
+            ["vae", cmd, str(two_layer_run), "--out", str(tmp_path / cmd)], capsys)
+
+
+@pytest.mark.parametrize("flag", [["--latent", "5"], ["--hidden", "16"],
+                                  ["--conditional", "label"], ["--bayesian"]])
+def test_two_layers_refuse_the_one_layer_options(flag, tmp_path, capsys):
+    err = _error(["vae", "train", "--stochastic-layers", "2", *flag, "--out",
+                  str(tmp_path / "x"), *TINY2], capsys)
+    assert f"{flag[0]} is for one stochastic layer" in err
