@@ -19,7 +19,7 @@ Nothing here imports torch or JAX.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -96,6 +96,16 @@ def init_weights(config: VAE2Config, seed: int) -> dict[str, np.ndarray]:
             if k.startswith(side + "."):
                 out[f"{name}.{k}"] = v
     return out
+
+
+def networks(config: VAE2Config, weights: dict[str, np.ndarray] | None, seed: int,
+             load_encoder: Any, load_decoder: Any) -> dict[str, Any]:
+    """Group → its network, built by the backend's ``load_encoder`` / ``load_decoder`` from
+    ``weights`` (or :func:`init_weights` with ``seed``): what both backends' ``build`` do."""
+    validate(config)
+    weights = init_weights(config, seed) if weights is None else weights
+    return {name: (load_encoder if side == "enc" else load_decoder)(cfg, group(weights, name))
+            for name, (cfg, side) in parts(config).items()}
 
 
 def n_params(config: VAE2Config) -> int:

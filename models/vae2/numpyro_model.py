@@ -17,7 +17,7 @@ from numpyro.contrib.module import eqx_module
 
 from varbayes.models.errors import check
 from varbayes.models.vae.eqx_nets import Decoder, Encoder, load_decoder, load_encoder
-from varbayes.models.vae2.config import GROUPS, VAE2Config, group, init_weights, parts, validate
+from varbayes.models.vae2.config import GROUPS, VAE2Config, networks, parts
 
 BACKEND = "numpyro"
 
@@ -36,11 +36,7 @@ class VAE2(NamedTuple):
 def build(config: VAE2Config, weights: dict[str, np.ndarray] | None = None,
           seed: int = 0) -> VAE2:
     """Networks for ``config``, from ``weights`` or from :func:`init_weights` with ``seed``."""
-    validate(config)
-    weights = init_weights(config, seed) if weights is None else weights
-    nets = {name: (load_encoder if side == "enc" else load_decoder)(cfg, group(weights, name))
-            for name, (cfg, side) in parts(config).items()}
-    return VAE2(config, **nets)
+    return VAE2(config, **networks(config, weights, seed, load_encoder, load_decoder))
 
 
 def _plate(n_data: int | None, M: int) -> numpyro.plate:

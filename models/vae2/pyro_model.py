@@ -17,7 +17,7 @@ import torch
 
 from varbayes.models.errors import check
 from varbayes.models.vae.torch_nets import Decoder, Encoder, load_decoder, load_encoder
-from varbayes.models.vae2.config import VAE2Config, group, init_weights, parts, validate
+from varbayes.models.vae2.config import VAE2Config, networks, parts
 
 BACKEND = "pyro"
 
@@ -35,11 +35,7 @@ class VAE2(NamedTuple):
 def build(config: VAE2Config, weights: dict[str, np.ndarray] | None = None,
           seed: int = 0) -> VAE2:
     """Networks for ``config``, from ``weights`` or from :func:`init_weights` with ``seed``."""
-    validate(config)
-    weights = init_weights(config, seed) if weights is None else weights
-    nets = {name: (load_encoder if side == "enc" else load_decoder)(cfg, group(weights, name))
-            for name, (cfg, side) in parts(config).items()}
-    return VAE2(config, **nets)
+    return VAE2(config, **networks(config, weights, seed, load_encoder, load_decoder))
 
 
 def _plate(n_data: int | None, M: int) -> pyro.plate:
