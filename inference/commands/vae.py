@@ -37,6 +37,7 @@ from varbayes.inference.vae.train import (
     DEFAULT_EPOCHS_OTHER,
     TrainSpec,
     check_spec,
+    train_elbo,
     train_run,
 )
 from varbayes.inference.vi.svi import (
@@ -138,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
     if not ranks.is_main():
         return 0
     m, config = r.metrics, r.config
-    what = (f"{spec.elbo} ELBO" if spec.objective == "elbo"
+    what = (f"{train_elbo(spec)} ELBO" if spec.objective == "elbo"
             else f"{spec.objective} K={spec.particles}")
     arch = f"{config.x_dim}-{'-'.join(map(str, config.hidden))}-{config.z_dim}"
     if spec.stochastic_layers == 2:
@@ -257,9 +258,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="dataset (default digits, embedded)")
     t.add_argument("--backend", default="numpyro", choices=BACKENDS)
-    t.add_argument("--elbo", default="meanfield", choices=ELBOS,
+    t.add_argument("--elbo", default=None, choices=ELBOS,
                    help="trace: Trace_ELBO (estimator A); meanfield: TraceMeanField_ELBO "
-                        "(estimator B, analytic KL; default)")
+                        "(estimator B, analytic KL; default for one stochastic layer, trace "
+                        "for two)")
     t.add_argument("--latent", type=int, default=10, metavar="K", help="latent size (10)")
     t.add_argument("--hidden", default="200", metavar="H[,H]",
                    help="hidden widths, comma-separated (default 200)")
@@ -282,10 +284,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--objective", default="elbo", choices=OBJECTIVES,
                    help="elbo (the --elbo estimator; default), iwae (the K-sample "
-                        "importance-weighted bound) or dreg (the same bound, "
-                        "doubly-reparameterized gradient); K is --particles")
+                        "importance-weighted bound), dreg (the same bound, "
+                        "doubly-reparameterized gradient), wake-sleep (wake phase for the "
+                        "decoder, sleep phase for the encoder) or rws (reweighted wake-sleep, "
+                        "K >= 2); K is --particles")
     t.add_argument("--particles", type=int, default=1, metavar="K",
-                   help="samples per datapoint and step: L of the ELBO, K of iwae / dreg "
+                   help="samples per datapoint and step: L of the ELBO, K of iwae, dreg, "
+                        "wake-sleep and rws "
                         "(default 1)")
     t.add_argument("--stochastic-layers", type=int, default=1, choices=(1, 2),
                    help="2: the IWAE paper's VAE with two stochastic layers (z 100 and 50 "

@@ -52,8 +52,8 @@ class TrainSpec(NamedTuple):
     download: bool = False
     """Fetch missing dataset files (verified) before loading."""
     backend: str = "numpyro"
-    elbo: str = "meanfield"
-    """``trace`` (estimator A) or ``meanfield`` (estimator B)."""
+    elbo: str | None = None
+    """``trace`` (estimator A) or ``meanfield`` (estimator B); None: see :func:`train_elbo`."""
     latent: int = 10
     hidden: tuple[int, ...] = (200,)
     activation: str = "tanh"
@@ -120,10 +120,24 @@ def resolve_decoder(decoder: str, dataset: str) -> str:
     return "gaussian" if dataset == "frey-face" else "bernoulli"
 
 
+def train_elbo(spec: TrainSpec) -> str:
+    """The run's ELBO estimator: ``spec.elbo``, by default ``meanfield`` for one stochastic
+    layer and ``trace`` for two. Estimator B's analytic KL needs latents that are independent
+    under the guide, and the two-layer guide's q(z₂|z₁) is not: B is refused there."""
+    if spec.elbo is None:
+        return "trace" if spec.stochastic_layers == 2 else "meanfield"
+    check(not (spec.elbo == "meanfield" and spec.stochastic_layers == 2),
+          "--elbo meanfield takes each latent's KL in closed form, which needs latents that "
+          "are independent under the guide; the two-layer guide draws z2 given z1: use "
+          "--elbo trace (the default with --stochastic-layers 2)")
+    return spec.elbo
+
+
 def check_spec(spec: TrainSpec) -> None:
     """One-line errors for the options that can be checked before any data is read."""
     check(spec.latent > 0, f"--latent must be > 0, got {spec.latent}: pass a positive latent "
                            "size such as 2, 10 or 20")
+    train_elbo(spec)
 
 
 def make_config(spec: TrainSpec, data: RunData, decoder: str) -> VAEConfig:
@@ -225,7 +239,7 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
     config = make_config(spec, data, decoder)
     bayes = make_bayes(spec, config)
     config2 = make_config2(spec, config)
-    options = SVIOptions(backend=spec.backend, elbo=spec.elbo, particles=spec.particles,
+    options = SVIOptions(backend=spec.backend, elbo=train_elbo(spec), particles=spec.particles,
                          optimizer=spec.optimizer, lr=spec.lr, epochs=epochs,
                          batch_size=spec.batch_size, seed=spec.seed, jit=spec.jit,
                          compiler=spec.compiler, time_limit=spec.time_limit,
@@ -292,7 +306,8 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
         "epochs_per_second": (result.epochs - result.start_epoch) / max(wall, 1e-9),
         "decoder_evals_per_epoch": (len(data.x_train) // min(options.batch_size,
                                                              len(data.x_train)))
-        * min(options.batch_size, len(data.x_train)) * options.particles,
+        * min(options.batch_size, len(data.x_train))
+        * (options.particles + (options.objective == "wake-sleep")),  # + the sleep fantasy
     }
     if "is_epoch" in h:
         metrics.update(is_epoch=h["is_epoch"][-1], test_is=h["test_is"][-1],
@@ -310,7 +325,7 @@ def train_run(spec: TrainSpec, out: Path) -> TrainedRun:
         check(metrics["n_params"] == result.n_params,
               "internal error: parameter count mismatch")
     write_metrics(out, metrics)
-    what = (f"{spec.elbo} ELBO" if spec.objective == "elbo"
+    what = (f"{options.elbo} ELBO" if spec.objective == "elbo"
             else f"{spec.objective}, {spec.particles} samples")
     if config2 is not None:
         title = f"{spec.dataset}, {spec.backend}, {what}, z {config2.z_dims[0]}+{config2.z_dims[1]}"

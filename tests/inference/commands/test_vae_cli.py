@@ -142,6 +142,8 @@ def test_corrupt_checkpoint_and_missing_run(latent2_run, tmp_path, capsys):
     (["--is-particles", "0"], "--is-particles must be >= 1"),
     (["--objective", "iwae", "--particles", "0"], "--particles must be >= 1"),
     (["--objective", "dreg", "--bayesian"], "train a Bayesian decoder with --objective elbo"),
+    (["--objective", "rws"], "--objective rws weights the guide's K draws"),
+    (["--objective", "wake-sleep", "--bayesian"], "with --objective elbo"),
 ])
 def test_bad_input_one_line(argv, match, tmp_path, capsys):
     err = _error(["vae", "train", "--out", str(tmp_path / "x"), *TINY, *argv], capsys)
@@ -199,6 +201,19 @@ def test_an_importance_weighted_run_records_its_objective_and_the_is_estimate(ba
     assert (out / "elbo_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("objective, K, evals", [("wake-sleep", 1, 2), ("rws", 3, 3)])
+def test_a_wake_sleep_run_trains_and_counts_the_sleep_phase(objective, K, evals, tmp_path):
+    out = tmp_path / objective
+    assert main(["vae", "train", "--objective", objective, "--particles", str(K),
+                 "--epochs", "3", "--lr", "3e-3", "--out", str(out), *TINY]) == 0
+    m = _metrics(out)
+    assert m["objective"] == objective and m["particles"] == K
+    assert m["decoder_evals_per_epoch"] == 200 * evals  # K wake draws (+ one fantasy)
+    ckpt = np.load(out / "checkpoint.npz")
+    history = json.loads(ckpt["header"].tobytes())["history"]
+    assert history["test_elbo"][-1] > history["test_elbo"][0], history["test_elbo"]
+
+
 TINY2 = ["--n-train", "200", "--n-test", "40", "--batch-size", "50", "--quiet"]
 
 
@@ -237,6 +252,16 @@ def test_evidence_reads_a_two_layer_run_and_the_one_layer_commands_refuse_it(
     for cmd in ("sample", "reconstruct", "inpaint"):
         assert "two stochastic layers" in _error(
             ["vae", cmd, str(two_layer_run), "--out", str(tmp_path / cmd)], capsys)
+
+
+def test_two_layers_train_the_trace_elbo_and_refuse_the_analytic_kl(two_layer_run, tmp_path,
+                                                                    capsys):
+    header = json.loads(np.load(two_layer_run / "checkpoint.npz")["header"].tobytes())
+    assert header["options"]["elbo"] == "trace"  # q(z2|z1): no closed-form KL per latent
+    err = _error(["vae", "train", "--stochastic-layers", "2", "--elbo", "meanfield", "--out",
+                  str(tmp_path / "x"), *TINY2], capsys)
+    assert "--elbo meanfield" in err and "use --elbo trace" in err
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("flag", [["--latent", "5"], ["--hidden", "16"],
