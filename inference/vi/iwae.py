@@ -38,7 +38,6 @@ from typing import Any
 
 from varbayes.models.errors import VarbayesError, check
 
-OBJECTIVES = ("elbo", "iwae", "dreg")
 #: Name of the Pyro plate that vectorizes the K draws.
 PARTICLES = "iwae_particles"
 
@@ -60,9 +59,9 @@ def _data_dim(site: dict, rows: int) -> int | None:
 
 
 def _refuse_global(name: str) -> VarbayesError:
-    return VarbayesError(f"latent site {name!r} is outside the data plate: the iwae / dreg "
-                         "objectives weight per-datapoint latents only; train this model with "
-                         "--objective elbo")
+    return VarbayesError(f"latent site {name!r} is outside the data plate: the iwae, dreg, "
+                         "wake-sleep and rws objectives weight per-datapoint latents only; "
+                         "train this model with --objective elbo")
 
 
 def _scale(site: dict) -> float | Any:

@@ -11,6 +11,8 @@ the full-data estimator (N/M)·Σ_minibatch of the local terms plus the global o
 - L particles per datapoint (``particles``), vectorized in both backends.
 - ``objective="iwae"`` / ``"dreg"``: the K-sample importance-weighted bound with K =
   ``particles``, with its own gradient or the doubly-reparameterized one (:mod:`.iwae`).
+- ``objective="wake-sleep"`` / ``"rws"``: the wake phase for the model and the sleep phase
+  or reweighted wake-sleep's wake-φ for the guide (:mod:`.wake_sleep`).
 - Adam or Adagrad.
 
 Every epoch ends with an evaluation of the per-datapoint ELBO (nats) on each named
@@ -57,7 +59,7 @@ from varbayes.inference.ppl import (
     observed,
     to_backend,
 )
-from varbayes.inference.vi import data_parallel, iwae
+from varbayes.inference.vi import data_parallel, iwae, wake_sleep
 from varbayes.inference.vi.checkpoint import (
     check_compatible,
     flatten_state,
@@ -70,7 +72,7 @@ from varbayes.inference.vi.pyro_compile import CompileError, compile_loss
 from varbayes.models.errors import VarbayesError, check
 
 ELBOS = ("trace", "meanfield")
-OBJECTIVES = iwae.OBJECTIVES
+OBJECTIVES = ("elbo", "iwae", "dreg", "wake-sleep", "rws")
 #: The importance-sampling estimate of the history (``SVIOptions.is_every``) uses the first
 #: this many points of each evaluation set, in chunks of :data:`IS_CHUNK`.
 IS_POINTS = 500
@@ -98,8 +100,10 @@ class SVIOptions(NamedTuple):
     """L, samples of the latents per datapoint and step (K for ``iwae`` / ``dreg``)."""
     objective: str = "elbo"
     """``elbo`` (``elbo`` picks the estimator), ``iwae`` (the K-sample importance-weighted
-    bound, K = ``particles``) or ``dreg`` (the same bound, doubly-reparameterized gradient
-    for the guide); see :mod:`.iwae`. Pyro runs ``iwae`` and ``dreg`` uncompiled."""
+    bound, K = ``particles``), ``dreg`` (the same bound, doubly-reparameterized gradient
+    for the guide; see :mod:`.iwae`), ``wake-sleep`` or ``rws`` (the model by the wake
+    phase, the guide by the sleep phase or by RWS's wake-φ; see :mod:`.wake_sleep`). Pyro
+    runs every objective but ``elbo`` uncompiled."""
     is_every: int = 0
     """Every this many epochs (and after the last), record ``<name>_is``: the IS estimate of
     log p(x) (the ``is_particles``-sample bound, nats per datapoint) on the first
@@ -176,6 +180,8 @@ def check_options(options: SVIOptions) -> None:
     check(options.optimizer in OPTIMIZERS,
           f"--optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
     check(options.particles >= 1, f"--particles must be >= 1, got {options.particles}")
+    if options.objective in wake_sleep.PHI:
+        wake_sleep.check_particles(options.objective, options.particles)
     check(options.lr > 0 and math.isfinite(options.lr), f"--lr must be > 0, got {options.lr}")
     check(options.epochs >= 1, f"--epochs must be >= 1, got {options.epochs}")
     check(options.batch_size >= 1, f"--batch-size must be >= 1, got {options.batch_size}")
@@ -280,7 +286,7 @@ def _check_pyro_weighted(model: Callable[..., None], guide: Callable[..., None],
     if batch is not None:  # (the untransformed batch: out-of-support warnings are moot)
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            iwae.PyroIWAE(2, options.objective == "dreg").differentiable_loss(
+            pyro_objective(options._replace(particles=2)).differentiable_loss(
                 bind_n_data(model, N), bind_n_data(guide, N), *batch)
 
 
@@ -293,9 +299,24 @@ def _check_numpyro_weighted(model: Callable[..., None], guide: Callable[..., Non
     if batch is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            iwae.numpyro_iwae(2, options.objective == "dreg").loss(
+            numpyro_objective(options._replace(particles=2)).loss(
                 jax.random.PRNGKey(0), {}, bind_n_data(model, N), bind_n_data(guide, N),
                 *batch)
+
+
+def pyro_objective(options: SVIOptions) -> Any:
+    """The Pyro object of a non-ELBO ``options.objective`` with K = ``options.particles``:
+    :class:`.iwae.PyroIWAE` or :class:`.wake_sleep.PyroWakeSleep`."""
+    if options.objective in wake_sleep.PHI:
+        return wake_sleep.PyroWakeSleep(options.particles, options.objective)
+    return iwae.PyroIWAE(options.particles, dreg=options.objective == "dreg")
+
+
+def numpyro_objective(options: SVIOptions) -> Any:
+    """As :func:`pyro_objective`, the NumPyro ELBO of a non-ELBO objective."""
+    if options.objective in wake_sleep.PHI:
+        return wake_sleep.numpyro_wake_sleep(options.particles, options.objective)
+    return iwae.numpyro_iwae(options.particles, dreg=options.objective == "dreg")
 
 
 def _show(scale: Any) -> str:
@@ -440,7 +461,7 @@ def _interrupted(epoch: int, epochs: int, checkpoint: Path | None) -> signals.In
                                        f"{epochs}; {kept}")
 
 
-def _run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Transform | None,
+def run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Transform | None,
                 start: int, history: dict[str, list[float]], step: Callable[[Batch], float],
                 begin_epoch: Callable[[int], None], evaluate: Callable[[int], dict[str, float]],
                 save: Callable[[int, dict[str, list[float]]], None],
@@ -585,7 +606,7 @@ def pyro_optimizer(options: SVIOptions, params: Sequence[Any]) -> Any:
 
 def pyro_compiler(options: SVIOptions, steps: int | None) -> str:
     """The compiler a Pyro run of ``steps`` training steps uses: ``inductor``,
-    ``torchscript`` or ``none`` (``jit=False``, and the ``iwae`` / ``dreg`` objectives, which
+    ``torchscript`` or ``none`` (``jit=False``, and every objective but ``elbo``, which
     run uncompiled); None steps: a long run."""
     if not options.jit or options.objective != "elbo":
         return "none"
@@ -600,8 +621,7 @@ def pyro_loss(options: SVIOptions, model: Callable[..., None], guide: Callable[.
     compiled with ``compiler`` (see :func:`pyro_compiler`). Inductor falls back to
     TorchScript, with a warning, on the first call it cannot compile."""
     if options.objective != "elbo":
-        objective = iwae.PyroIWAE(options.particles, dreg=options.objective == "dreg")
-        return functools.partial(objective.differentiable_loss, model, guide)
+        return functools.partial(pyro_objective(options).differentiable_loss, model, guide)
     if compiler == "none":
         return functools.partial(pyro_elbo(options, jit=False).differentiable_loss, model,
                                  guide)
@@ -803,7 +823,7 @@ def _pyro_runner(model, guide, data, N, options, eval_sets, transform, checkpoin
             bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
             return bad[0] if bad else None
 
-        done = _run_epochs(options, N, data, transform, start, history, step, begin_epoch,
+        done = run_epochs(options, N, data, transform, start, history, step, begin_epoch,
                            evaluate, save, checkpoint, finite)
     return FitResult(constrained(), history, done, start,
                      int(sum(p.numel() for p in params)))
@@ -819,7 +839,7 @@ def numpyro_svi(model: Callable[..., None], guide: Callable[..., None],
     from numpyro.optim import optax_to_numpyro
 
     if options.objective != "elbo":
-        loss = iwae.numpyro_iwae(options.particles, dreg=options.objective == "dreg")
+        loss = numpyro_objective(options)
     else:
         elbo_cls = TraceMeanField_ELBO if options.elbo == "meanfield" else Trace_ELBO
         loss = elbo_cls(num_particles=options.particles)
@@ -937,7 +957,7 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
         bad = np.flatnonzero(~np.isfinite(values))
         return int(bad[0]) if bad.size else None
 
-    done = _run_epochs(options, N, data, transform, start, history, step, lambda e: None,
+    done = run_epochs(options, N, data, transform, start, history, step, lambda e: None,
                        evaluate, save, checkpoint, finite)
     params = svi.get_params(holder["state"])
     if mesh is not None:  # plain arrays on this process's default device, for what follows
