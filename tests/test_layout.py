@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"varbayes": "varbayes", "models": "varbayes.models",
             "inference": "varbayes.inference"}
 GENERIC = ("vi", "mcmc", "evidence", "workflow", "data", "backends", "ppl", "io", "runlock",
-           "signals", "sharding", "ranks", "launch")
+           "signals", "sharding", "ranks", "launch", "shortest_curve")
 FAMILIES = ("ising", "vae")
 HEAVY = ("torch", "pyro", "jax", "numpyro")
 
@@ -182,7 +182,7 @@ def test_generic_algorithms_dispatch_on_the_backend_only_at_their_entry():
     header, which drops the Pyro-only jit option and refuses a checkpoint of the other
     backend."""
     entries = {"fit", "nuts", "importance_sampling", "ais", "hmc_evidence", "options_header",
-               "check_compatible"}
+               "check_compatible", "mcem"}
     hits = {}
     for m, path in MODULES.items():
         if any(_under(m, f"varbayes.inference.{g}") for g in GENERIC) and m not in (

@@ -26,15 +26,15 @@ FORMAT = "varbayes-svi-1"
 
 
 def options_header(options: Any) -> dict[str, Any]:
-    """The training options a resumed run must repeat (an ``SVIOptions``, as a dict)."""
+    """The training options a resumed run must repeat (an ``SVIOptions`` or
+    ``MCEMOptions``, as a dict)."""
     d = options._asdict()
-    d.pop("epochs")
-    d.pop("eval_batch_size")
-    d.pop("time_limit")
-    d.pop("compiler")  # rounding only; see SVIOptions.compiler
-    d.pop("devices", None)  # the same run on any number of devices (up to rounding)
+    for key in ("epochs", "eval_batch_size", "time_limit",
+                "compiler",  # rounding only; see SVIOptions.compiler
+                "devices"):  # the same run on any number of devices (up to rounding)
+        d.pop(key, None)
     if d["backend"] == "numpyro":
-        d.pop("jit")
+        d.pop("jit", None)
     return d
 
 
