@@ -31,9 +31,18 @@ def command_modules() -> tuple[ModuleType, ...]:
     Imported here, not at the top, so that the signal handlers are in place while they load
     (about a second: they bring in numpy, scipy and matplotlib).
     """
-    from varbayes.inference.commands import compare, data, demo, evidence, ising, mcmc, vae
+    from varbayes.inference.commands import (
+        compare,
+        data,
+        demo,
+        evidence,
+        ising,
+        mcmc,
+        reproduce,
+        vae,
+    )
 
-    return (demo, data, ising, vae, evidence, mcmc, compare)
+    return (demo, data, ising, vae, evidence, mcmc, compare, reproduce)
 
 
 class Parser(argparse.ArgumentParser):
