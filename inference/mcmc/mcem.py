@@ -56,6 +56,7 @@ from varbayes.inference.vi.svi import (
     FitResult,
     Transform,
     bind_n_data,
+    first_nonfinite,
     run_epochs,
 )
 from varbayes.models.errors import check
@@ -293,18 +294,13 @@ def mcem(model: Callable[..., None], data: Sequence[Any], *, options: MCEMOption
         save_checkpoint(checkpoint, out, make_header(options, meta, epoch, hist,
                                                      n_leaves=len(leaves)))
 
-    def finite(losses: list[Any]) -> int | None:
-        values = np.asarray(jnp.stack(losses)) if losses else np.zeros(0)
-        bad = np.flatnonzero(~np.isfinite(values))
-        return int(bad[0]) if bad.size else None
-
     def with_index(batch: tuple, rng: np.random.Generator) -> tuple:
         *args, idx = batch
         return (*transform(tuple(args), rng), idx)
 
     done = run_epochs(options, N, data_ix, None if transform is None else with_index, start,
                       history, step, begin_epoch, evaluate, save,
-                      None if checkpoint is None else Path(checkpoint), finite)
+                      None if checkpoint is None else Path(checkpoint), first_nonfinite)
     params = constrain(holder["state"].free)
     return FitResult(params, history, done, start,
                      int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params))))

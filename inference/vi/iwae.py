@@ -122,6 +122,17 @@ def _pyro_nesting(model: Callable[..., None], guide: Callable[..., None], args: 
     return max(dims, default=0)
 
 
+def particle_plate(fn: Callable[..., None], K: int, nest: int) -> Callable[..., None]:
+    """``fn`` run inside the Pyro plate of K draws, outside the model's ``nest`` plates."""
+    import pyro
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with pyro.plate(PARTICLES, K, dim=-(nest + 1)):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _align(c: Any, value: Any, event_dim: int, nest: int, d: int) -> Any:
     """``c`` (K, M) shaped to broadcast against a site value (..., K, .., M, .., event)."""
     batch = value.dim() - event_dim
@@ -145,13 +156,7 @@ class PyroIWAE:
         self._nest: int | None = None
 
     def _plate(self, fn: Callable[..., None], nest: int) -> Callable[..., None]:
-        import pyro
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with pyro.plate(PARTICLES, self.K, dim=-(nest + 1)):
-                return fn(*args, **kwargs)
-
-        return wrapped
+        return particle_plate(fn, self.K, nest)
 
     def _traces(self, model: Callable[..., None], guide: Callable[..., None], args: tuple,
                 kwargs: dict) -> tuple[Any, Any, int]:

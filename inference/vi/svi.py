@@ -537,6 +537,15 @@ def _is_chunks(arrays: Sequence[Any], name: str) -> list[slice]:
     return [slice(i, min(i + IS_CHUNK, n)) for i in range(0, n, IS_CHUNK)]
 
 
+def first_nonfinite(losses: list[Any]) -> int | None:
+    """Index of the first non-finite JAX loss of an epoch (one transfer), or None."""
+    import jax.numpy as jnp
+
+    values = np.asarray(jnp.stack(losses)) if losses else np.zeros(0)
+    bad = np.flatnonzero(~np.isfinite(values))
+    return int(bad[0]) if bad.size else None
+
+
 def _new_history(eval_sets: Mapping[str, Any], header: Mapping[str, Any] | None
                  ) -> dict[str, list[float]]:
     if header is not None:
@@ -952,13 +961,8 @@ def _numpyro_runner(model, guide, data, N, options, eval_sets, transform, checkp
         save_checkpoint(checkpoint, arrays, make_header(options, meta, epoch, history,
                                                    n_leaves=len(leaves)))
 
-    def finite(losses: list[Any]) -> int | None:
-        values = np.asarray(jnp.stack(losses)) if losses else np.zeros(0)
-        bad = np.flatnonzero(~np.isfinite(values))
-        return int(bad[0]) if bad.size else None
-
     done = run_epochs(options, N, data, transform, start, history, step, lambda e: None,
-                       evaluate, save, checkpoint, finite)
+                       evaluate, save, checkpoint, first_nonfinite)
     params = svi.get_params(holder["state"])
     if mesh is not None:  # plain arrays on this process's default device, for what follows
         params = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), params)

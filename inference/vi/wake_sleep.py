@@ -34,11 +34,11 @@ from typing import Any
 
 from varbayes.inference.ppl import uncondition
 from varbayes.inference.vi.iwae import (
-    PARTICLES,
     _numpyro_terms,
     _pyro_nesting,
     _pyro_terms,
     _rows,
+    particle_plate,
 )
 from varbayes.models.errors import VarbayesError, check
 
@@ -130,13 +130,7 @@ class PyroWakeSleep:
         self._nest: int | None = None
 
     def _plate(self, fn: Callable[..., None], nest: int) -> Callable[..., None]:
-        import pyro
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with pyro.plate(PARTICLES, self.K, dim=-(nest + 1)):
-                return fn(*args, **kwargs)
-
-        return wrapped
+        return particle_plate(fn, self.K, nest)
 
     def differentiable_loss(self, model: Callable[..., None], guide: Callable[..., None],
                             *args: Any, **kwargs: Any) -> Any:
