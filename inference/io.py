@@ -70,15 +70,18 @@ class Progress:
     ``desc: 120/800 (15%), objective -25.31, elapsed 0:12, ETA 1:08``; nothing when quiet.
 
     ``note(**fields)`` sets what follows the counts (the bar's postfix), e.g. the epoch and
-    the current ELBO.
+    the current ELBO. With ``time_limit`` (seconds) the ETA is the sooner of the count's
+    end and the time limit's.
     """
 
     def __init__(self, total: int | None, desc: str, *, stream: Any = None,
-                 every: float | None = None, quiet: bool = False) -> None:
+                 every: float | None = None, quiet: bool = False,
+                 time_limit: float | None = None) -> None:
         import sys
         import time
 
         self.total, self.desc, self.n, self.shown = total, desc, 0, -1
+        self.time_limit = time_limit
         self.stream = sys.stderr if stream is None else stream
         self.every = LOG_EVERY if every is None else every
         self.fields: dict[str, Any] = {}
@@ -129,7 +132,11 @@ class Progress:
         if self.total:
             counts += f"/{self.total} ({100 * self.n / self.total:.0f}%)"
             if self.n:
-                eta = f", ETA {_clock(elapsed / self.n * (self.total - self.n))}"
+                left = elapsed / self.n * (self.total - self.n)
+                if self.time_limit is not None and self.time_limit - elapsed < left:
+                    eta = f", ETA {_clock(self.time_limit - elapsed)} (time limit)"
+                else:
+                    eta = f", ETA {_clock(left)}"
         extra = f", {self._fields()}" if self.fields else ""
         print(f"{self.desc}: {counts}{extra}, elapsed {_clock(elapsed)}{eta}",
               file=self.stream, flush=True)

@@ -474,8 +474,8 @@ def run_epochs(options: SVIOptions, N: int, data: Sequence[Any], transform: Tran
     t_start = time.perf_counter()
     done = start
     per_epoch = _steps_per_epoch(N, options.batch_size)
-    with Progress(per_epoch * (options.epochs - start), "fit",
-                  quiet=not ranks.is_main()) as bar:
+    with Progress(per_epoch * (options.epochs - start), "fit", quiet=not ranks.is_main(),
+                  time_limit=options.time_limit) as bar:
         for epoch in range(start, options.epochs):
             bar.note(epoch=f"{epoch + 1}/{options.epochs}")
             _one_epoch(options, N, data, transform, epoch, history, step, begin_epoch, evaluate,

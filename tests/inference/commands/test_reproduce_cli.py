@@ -1,4 +1,5 @@
-"""``varbayes reproduce aevb-fig2`` on digits with a tiny budget, and its one-line errors."""
+"""``varbayes reproduce aevb-fig2`` and ``aevb-fig3`` on digits with tiny budgets, and their
+one-line errors."""
 
 from __future__ import annotations
 
@@ -43,6 +44,61 @@ def test_fig2_writes_the_figure_the_report_and_every_curve(tmp_path):
 ])
 def test_bad_input_one_line(argv, match, tmp_path, capsys):
     assert main(["reproduce", "aevb-fig2", "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "x").exists()
+
+
+def test_fig3_scores_all_three_methods_on_the_same_points(tmp_path):
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "aevb-fig3", "--datasets", "digits", "--train-sizes", "200",
+                 "--budget", "30", "--evals", "2", "--n-eval", "20", "--out", str(out),
+                 "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["experiment"] == "aevb-fig3" and m["seconds_per_curve"] == 10.0
+    curves = {c["method"]: c for c in json.loads((out / "curves.json").read_text())}
+    assert sorted(curves) == ["AEVB", "MCEM", "wake-sleep"]
+    for method, c in curves.items():
+        key = method.lower().replace("-", "_")
+        assert len(c["samples"]) == 2 and c["samples"][0] < c["samples"][1]
+        assert c["samples"][-1] % 200 == 0 and m[f"digits_n200_z3_{key}_samples"] == \
+            c["samples"][-1]
+        assert len(c["final_test_points"]) == 20
+        assert np.mean(c["final_test_points"]) == pytest.approx(c["test"][-1])
+        assert m[f"digits_n200_z3_{key}_test"] == pytest.approx(c["test"][-1])
+        # log p(x) of 64 binary pixels: below 0 and above the uniform model's 64 log(1/2)
+        assert -64 * np.log(2) < c["test"][-1] < 0 and -64 * np.log(2) < c["train"][-1] < 0
+    for method in ("AEVB", "wake-sleep"):
+        run = out / "runs" / f"digits-n200-z3-{method}"
+        r = json.loads((run / "metrics.json").read_text())
+        header = json.loads(np.load(run / "checkpoint.npz")["header"].tobytes())
+        assert r["n_train"] == 200 and r["latent"] == 3 and header["meta"]["vae"]["hidden"] == [100]
+        assert header["options"]["optimizer"] == "adagrad"
+        assert header["meta"]["vae"]["prior_precision"] == 1.0
+        assert r["epochs"] * 200 == curves[method]["samples"][-1]
+    mcem = json.loads((out / "runs" / "digits-n200-z3-MCEM" / "history.json").read_text())
+    assert 0.5 < mcem["accept"][-1] <= 1.0
+    assert len(mcem["objective"]) * 200 == curves["MCEM"]["samples"][-1]
+    d = np.subtract(curves["AEVB"]["final_test_points"], curves["MCEM"]["final_test_points"])
+    assert m["digits_n200_z3_aevb_minus_mcem"] == pytest.approx(d.mean())
+    report = (out / "report.md").read_text()
+    assert report.count("| digits | 200 | 3 |") == 1
+    assert "Monte Carlo EM does not scale" in report and "paired over" in report
+    assert (out / "aevb_fig3.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("experiment, argv, match", [
+    ("aevb-fig2", ["--train-sizes", "100"], "--train-sizes is an option of aevb-fig3 only"),
+    ("aevb-fig3", ["--datasets", "frey-face"], "figure 3 is on binary images"),
+    ("aevb-fig3", ["--datasets", "digits", "--train-sizes", "50"],
+     "--train-sizes: 50 is not in [100, 1437]"),
+    ("aevb-fig3", ["--datasets", "digits", "--train-sizes", "5000"], "is not in [100, 1437]"),
+    ("aevb-fig3", ["--evals", "0"], "--evals must be >= 1"),
+    ("aevb-fig3", ["--n-eval", "1"], "--n-eval must be >= 2"),
+    ("aevb-fig3", ["--latents", "0", "--datasets", "digits"], "--latents must be >= 1"),
+])
+def test_fig3_bad_input_one_line(experiment, argv, match, tmp_path, capsys):
+    assert main(["reproduce", experiment, "--out", str(tmp_path / "x"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not (tmp_path / "x").exists()
