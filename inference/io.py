@@ -70,8 +70,8 @@ class Progress:
     ``desc: 120/800 (15%), objective -25.31, elapsed 0:12, ETA 1:08``; nothing when quiet.
 
     ``note(**fields)`` sets what follows the counts (the bar's postfix), e.g. the epoch and
-    the current ELBO. With ``time_limit`` (seconds) the ETA is the sooner of the count's
-    end and the time limit's.
+    the current ELBO. With ``time_limit`` (seconds) sooner than the count's end, the line
+    shows the time left to it instead of the ETA (the work then ends its current unit).
     """
 
     def __init__(self, total: int | None, desc: str, *, stream: Any = None,
@@ -134,7 +134,7 @@ class Progress:
             if self.n:
                 left = elapsed / self.n * (self.total - self.n)
                 if self.time_limit is not None and self.time_limit - elapsed < left:
-                    eta = f", ETA {_clock(self.time_limit - elapsed)} (time limit)"
+                    eta = f", time limit in {_clock(self.time_limit - elapsed)}"
                 else:
                     eta = f", ETA {_clock(left)}"
         extra = f", {self._fields()}" if self.fields else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from varbayes.inference.commands._options import add_common, add_data_dir
+from varbayes.inference.commands._options import add_common, add_data_dir, numbers
 from varbayes.inference.io import out_dir, write_metrics
 from varbayes.inference.vae import reproduce, reproduce_fig3
 from varbayes.models.errors import VarbayesError
@@ -17,11 +17,7 @@ DEFAULT_DATASETS = {"aevb-fig2": "mnist,frey-face", "aevb-fig3": "mnist"}
 def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
     if text is None:
         return None
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise VarbayesError(f"{flag} must be comma-separated integers like 3,20, got "
-                            f"{text!r}") from None
+    values = tuple(numbers(text, flag, int))
     if not values:
         raise VarbayesError(f"{flag} must name at least one value, got {text!r}")
     return values
@@ -32,10 +28,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    if args.budget <= 0:
-        raise VarbayesError(f"--budget must be > 0 seconds, got {args.budget}")
-    if not args.lr > 0:
-        raise VarbayesError(f"--lr must be > 0, got {args.lr}")
+    reproduce.check_budget(args.budget, args.lr)
     fig3 = args.experiment == "aevb-fig3"
     for flag, value in (("--train-sizes", args.train_sizes), ("--evals", args.evals),
                         ("--n-eval", args.n_eval)):
@@ -51,9 +44,8 @@ def _reproduce(args: argparse.Namespace) -> int:
             or reproduce_fig3.PAPER_TRAIN_SIZES,
             latents=latents or (reproduce_fig3.PAPER_LATENT,),
             evals=5 if args.evals is None else args.evals,
-            n_eval=500 if args.n_eval is None else args.n_eval, lr=args.lr, seed=args.seed,
-            data_dir=args.data_dir)
-        reproduce_fig3.panels(o)  # every check before any work
+            n_eval=args.n_eval, lr=args.lr, seed=args.seed, data_dir=args.data_dir)
+        reproduce_fig3.plan(o)  # every check before any work
         out = out_dir(args.out)
         metrics = reproduce_fig3.fig3(out, o)
         figure = "aevb_fig3.png"
@@ -100,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "in log training time (default 5)")
     p.add_argument("--n-eval", type=int, default=None,
                    help="aevb-fig3: training and test points each estimate scores "
-                        "(default 500)")
+                        "(default 500, or the size of a smaller test or training set)")
     p.add_argument("--lr", type=float, default=0.02,
                    help="Adagrad step size of every method (default 0.02)")
     add_data_dir(p)

@@ -12,6 +12,7 @@ epoch. Every curve gets an equal share of the wall-clock budget.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +31,8 @@ DEFAULT_LATENTS = {"mnist": (3, 20), "frey-face": (2, 20), "digits": (3, 20)}
 #: The right end of the paper's x-axis (training samples evaluated).
 PAPER_SAMPLES = {"mnist": 1e8, "frey-face": 1e7, "digits": 1e8}
 METHODS = {"AEVB": "elbo", "wake-sleep": "wake-sleep"}
+#: M, the paper's minibatch size.
+BATCH = 100
 
 
 class Curve(NamedTuple):
@@ -42,6 +45,48 @@ class Curve(NamedTuple):
     seconds: float
 
 
+def paper_spec(dataset: str, latent: int, hidden: int, method: str, lr: float, seed: int,
+               data_dir: str | None, **more: Any) -> TrainSpec:
+    """The paper's training settings for AEVB or wake-sleep: one hidden layer, estimator B,
+    Adagrad, M = 100, an N(0, I) prior on the decoder weights; ``more`` adds TrainSpec
+    fields (``n_train``, ``time_limit``, ...)."""
+    return TrainSpec(dataset=dataset, data_dir=data_dir, latent=latent, hidden=(hidden,),
+                     objective=METHODS[method], elbo="meanfield", optimizer="adagrad", lr=lr,
+                     batch_size=BATCH, weight_decay=1.0, epochs=1_000_000, seed=seed, **more)
+
+
+def samples_seen(epochs: int, n: int) -> float:
+    """Training samples evaluated in ``epochs`` passes over ``n`` points in minibatches of
+    M (each epoch drops its remainder)."""
+    m = min(BATCH, n)
+    return float(epochs * (n // m) * m)
+
+
+def key(method: str) -> str:
+    """A method's name as a metrics key: ``wake-sleep`` -> ``wake_sleep``."""
+    return method.lower().replace("-", "_")
+
+
+def check_budget(budget: float, lr: float) -> None:
+    """One-line errors for a budget or step size that is not a positive finite number."""
+    check(math.isfinite(budget) and budget > 0, f"--budget must be a finite number of "
+                                                f"seconds > 0, got {budget}")
+    check(math.isfinite(lr) and lr > 0, f"--lr must be finite and > 0, got {lr}")
+
+
+def flat_metrics(rows: list[dict[str, Any]], ids: dict[str, str]) -> dict[str, Any]:
+    """Each row's values as flat metrics named by the row's panel: ``ids`` maps the fields
+    that name it to their prefixes, e.g. ``{"dataset": "", "latent": "z"}`` gives
+    ``mnist_z3_<field>``. Numbers become floats; None is dropped."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        name = "_".join(f"{p}{r[f]}" for f, p in ids.items())
+        for k, v in r.items():
+            if k not in ids and v is not None:
+                out[f"{name}_{k}"] = v if isinstance(v, str) else float(v)
+    return out
+
+
 def fig2_runs(datasets: Sequence[str], latents: Sequence[int] | None) -> list[tuple[str, int]]:
     """(dataset, N_z) of every panel, checked: ``latents`` None takes the defaults."""
     check(len(datasets) > 0, "--datasets must name at least one of mnist, frey-face, digits")
@@ -51,22 +96,23 @@ def fig2_runs(datasets: Sequence[str], latents: Sequence[int] | None) -> list[tu
         for k in (DEFAULT_LATENTS[d] if latents is None else latents):
             check(k >= 1, f"--latents must be >= 1, got {k}")
             runs.append((d, int(k)))
+    check(len(set(runs)) == len(runs), "--datasets and --latents must not repeat a value")
     return runs
 
 
 def train_curve(out: Path, dataset: str, latent: int, method: str, seconds: float,
-                seed: int, data_dir: str | None, lr: float) -> Curve:
-    """Train one method for ``seconds`` into ``out`` (a run folder) and read its curve."""
-    spec = TrainSpec(dataset=dataset, data_dir=data_dir, latent=latent,
-                     hidden=(HIDDEN[dataset],), objective=METHODS[method],
-                     elbo="meanfield", optimizer="adagrad", lr=lr, batch_size=100,
-                     weight_decay=1.0, epochs=1_000_000, time_limit=seconds, seed=seed)
+                seed: int, data_dir: str | None, lr: float) -> None:
+    """Train one method for ``seconds`` into ``out``, a run folder."""
     out.mkdir(parents=True, exist_ok=True)
-    r = train_run(spec, out)
-    header = json.loads(np.load(out / "checkpoint.npz")["header"].tobytes())
-    h = header["history"]
-    n = r.metrics["n_train"]
-    return Curve([float(n * (e + 1)) for e in range(len(h["test_elbo"]))],
+    train_run(paper_spec(dataset, latent, HIDDEN[dataset], method, lr, seed, data_dir,
+                         time_limit=seconds), out)
+
+
+def read_curve(run: Path) -> Curve:
+    """The curve of a finished run folder: its bounds after every epoch."""
+    h = json.loads(np.load(run / "checkpoint.npz")["header"].tobytes())["history"]
+    n = json.loads((run / "metrics.json").read_text())["n_train"]
+    return Curve([samples_seen(e + 1, n) for e in range(len(h["test_elbo"]))],
                  [float(v) for v in h["train_elbo"]], [float(v) for v in h["test_elbo"]],
                  float(sum(h["seconds"])))
 
@@ -159,23 +205,25 @@ def fig2(out: Path, budget: float, datasets: Sequence[str], latents: Sequence[in
          seed: int = 0, data_dir: str | None = None, lr: float = 0.02) -> dict[str, Any]:
     """Run figure 2 into ``out``: ``runs/<dataset>-z<N_z>-<method>/`` run folders,
     ``aevb_fig2.png``, ``report.md``; returns the flat metrics."""
-    check(budget > 0, f"--budget must be > 0 seconds, got {budget}")
+    check_budget(budget, lr)
     panels = fig2_runs(datasets, latents)
     check(not (out / "runs").exists(), f"{out} already holds the runs/ of an earlier "
                                        "reproduction: pass another --out")
     share = budget / (len(panels) * len(METHODS))
-    curves: dict[tuple[str, int], dict[str, Curve]] = {}
     for dataset, latent in panels:
-        curves[(dataset, latent)] = {
-            m: train_curve(out / "runs" / f"{dataset}-z{latent}-{m}", dataset, latent, m,
-                           share, seed, data_dir, lr) for m in METHODS}
+        for m in METHODS:
+            train_curve(out / "runs" / f"{dataset}-z{latent}-{m}", dataset, latent, m, share,
+                        seed, data_dir, lr)
+    return {"budget_seconds": budget, "seconds_per_curve": share,
+            **write_fig2(out, panels, budget)}
+
+
+def write_fig2(out: Path, panels: Sequence[tuple[str, int]], budget: float) -> dict[str, Any]:
+    """Read the curves of the run folders under ``out/runs`` and write ``aevb_fig2.png`` and
+    ``report.md``; returns each panel's flat metrics."""
+    curves = {(d, k): {m: read_curve(out / "runs" / f"{d}-z{k}-{m}") for m in METHODS}
+              for d, k in panels}
     save_figure(figure(curves, budget), out / "aevb_fig2.png")
     rows = verdicts(curves)
     atomic_write_bytes(out / "report.md", report(rows, budget).encode())
-    metrics: dict[str, Any] = {"budget_seconds": budget, "seconds_per_curve": share}
-    for r in rows:
-        key = f"{r['dataset']}_z{r['latent']}"
-        for k, v in r.items():
-            if k not in ("dataset", "latent") and v is not None:
-                metrics[f"{key}_{k}"] = float(v)
-    return metrics
+    return flat_metrics(rows, {"dataset": "", "latent": "z"})

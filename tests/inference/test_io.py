@@ -116,12 +116,12 @@ def test_progress_in_a_log_is_plain_periodic_lines(monkeypatch):
     assert "\r" not in log.getvalue() and len(lines) == 5, lines
     assert lines[0].startswith("fit: 20/100 (20%), epoch 1/1, objective -25.31, elapsed 0:10")
     assert lines[0].endswith("ETA 0:40") and lines[-1].startswith("fit: 100/100 (100%)")
-    timed = stdio.StringIO()  # a time limit sooner than the count's end sets the ETA
+    timed = stdio.StringIO()  # a time limit sooner than the count's end replaces the ETA
     bar = vio.Progress(10_000, "fit", stream=timed, every=10.0, time_limit=30.0)
     for _ in range(40):
         Clock.t += 0.5
         bar.update()
-    assert timed.getvalue().splitlines()[0].endswith("elapsed 0:10, ETA 0:20 (time limit)")
+    assert timed.getvalue().splitlines()[0].endswith("elapsed 0:10, time limit in 0:20")
     vio.set_quiet(True)
     try:
         quiet = stdio.StringIO()
