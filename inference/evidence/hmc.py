@@ -20,6 +20,7 @@ of those that chose it. All log densities are in nats.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -114,6 +115,28 @@ def posterior_draws(key: Any, z0: Any, log_joint: ais_jax.LogDensity, o: HMCEvid
     return zs, acc.mean()
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(model: Callable[..., None], guide: Callable[..., None],
+              options: HMCEvidenceOptions, plate: str) -> Callable[..., tuple[Any, Any]]:
+    """The compiled per-batch estimate, kept across calls with the same model, guide and
+    settings (a repeated evaluation, e.g. during training, compiles once)."""
+    import equinox as eqx
+    import jax
+
+    @eqx.filter_jit
+    def one(key: Any, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        """(log q(z) − log p(x, z) on the held-out draws (L', M), mean acceptance)."""
+        d = ais_jax.numpyro_densities(model, guide, args, kwargs, init="guide", plate=plate)
+        k0, k1 = jax.random.split(key)
+        zs, acc = posterior_draws(k1, d.sample_p0(k0, options.chains), d.log_joint, options)
+        S = zs.shape[0]
+        zs = zs.reshape(S * zs.shape[1], *zs.shape[2:])  # (S·C, M, d), chains interleaved
+        fit, held = zs[0::2], zs[1::2]
+        return gaussian_fit_logpdf(fit, held) - d.log_joint(held), acc
+
+    return one
+
+
 def hmc_evidence(model: Callable[..., None], guide: Callable[..., None],
                  batches: Iterable[tuple[tuple, dict]],
                  options: HMCEvidenceOptions | None = None, *, backend: str = "numpyro",
@@ -141,22 +164,11 @@ def numpyro_hmc_evidence(model: Callable[..., None], guide: Callable[..., None],
                          progress: Callable[[Iterable], Iterable] | None = None
                          ) -> HMCEvidenceResult:
     """The appendix-D estimate of log p(x_i) for each datapoint of each batch."""
-    import equinox as eqx
     import jax
 
     options = options or HMCEvidenceOptions()
     check_options(options)
-
-    @eqx.filter_jit
-    def one(key: Any, args: tuple, kwargs: dict) -> tuple[Any, Any]:
-        d = ais_jax.numpyro_densities(model, guide, args, kwargs, init="guide", plate=plate)
-        k0, k1 = jax.random.split(key)
-        zs, acc = posterior_draws(k1, d.sample_p0(k0, options.chains), d.log_joint, options)
-        S = zs.shape[0]
-        zs = zs.reshape(S * zs.shape[1], *zs.shape[2:])  # (S·C, M, d), chains interleaved
-        fit, held = zs[0::2], zs[1::2]
-        return gaussian_fit_logpdf(fit, held) - d.log_joint(held), acc
-
+    one = _compiled(model, guide, options, plate)
     t0 = time.perf_counter()
     ests, ses, accs = [], [], []
     it = progress(list(batches)) if progress else batches

@@ -75,9 +75,10 @@ def test_fig3_scores_all_three_methods_on_the_same_points(tmp_path):
         assert header["options"]["optimizer"] == "adagrad"
         h = header["history"]
         assert h["train_elbo"][-1] > h["train_elbo"][0]  # training raised the bound
-        # the run's test set is the 20 scored points: the estimate of log p(x) is above the
-        # ELBO there (a bound below log p(x); the appendix-D estimate errs upward)
-        assert curves[method]["test"][-1] > r["test_elbo"]
+        # the run's test set is the 20 scored points: the estimate of log p(x) lies near the
+        # run's own ELBO there, which bounds log p(x) from below (both are noisy on 20
+        # points: a single-draw ELBO, and 50 held-out draws per point for the estimate)
+        assert r["test_elbo"] - 2 < curves[method]["test"][-1] < r["test_elbo"] + 10
     mcem = json.loads((out / "runs" / "digits-n200-z3-MCEM" / "history.json").read_text())
     assert mcem["objective"][-1] > mcem["objective"][0]  # EM raised log p(x, z)
     assert 0.5 < mcem["accept"][-1] <= 1.0
