@@ -115,6 +115,17 @@ def posterior_draws(key: Any, z0: Any, log_joint: ais_jax.LogDensity, o: HMCEvid
     return zs, acc.mean()
 
 
+def split_draws(zs: Any) -> tuple[Any, Any]:
+    """Draws (S, C, M, d) of C chains -> (fit, held), each (S/2·C, M, d): alternate
+    transitions of every chain, so both halves hold every chain's draws. (Splitting by
+    chain instead would score q fitted to some chains on the others' draws, which fails
+    when the chains have not met.)"""
+    def flat(z: Any) -> Any:
+        return z.reshape(z.shape[0] * z.shape[1], *z.shape[2:])
+
+    return flat(zs[0::2]), flat(zs[1::2])
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(model: Callable[..., None], guide: Callable[..., None],
               options: HMCEvidenceOptions, plate: str) -> Callable[..., tuple[Any, Any]]:
@@ -129,9 +140,7 @@ def _compiled(model: Callable[..., None], guide: Callable[..., None],
         d = ais_jax.numpyro_densities(model, guide, args, kwargs, init="guide", plate=plate)
         k0, k1 = jax.random.split(key)
         zs, acc = posterior_draws(k1, d.sample_p0(k0, options.chains), d.log_joint, options)
-        S = zs.shape[0]
-        zs = zs.reshape(S * zs.shape[1], *zs.shape[2:])  # (S·C, M, d), chains interleaved
-        fit, held = zs[0::2], zs[1::2]
+        fit, held = split_draws(zs)
         return gaussian_fit_logpdf(fit, held) - d.log_joint(held), acc
 
     return one

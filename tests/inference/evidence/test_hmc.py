@@ -54,3 +54,21 @@ def test_pyro_models_are_refused_with_the_fix():
     with pytest.raises(VarbayesError, match="backend must be one of"):
         he.hmc_evidence(m.model, m.guide, [], backend="stan")
 
+
+
+def test_both_halves_of_the_draws_hold_every_chain():
+    """Two chains parked at different places: the Gaussian that scores the held-out half
+    must be fitted to both, or q(z) is tiny there and log p(x) comes out huge."""
+    import jax.numpy as jnp
+
+    from varbayes.inference.evidence.hmc import split_draws
+
+    S, C, M, d = 6, 2, 3, 2
+    zs = jnp.broadcast_to(jnp.arange(C, dtype=jnp.float32)[None, :, None, None] * 10.0,
+                          (S, C, M, d)) + jnp.arange(S, dtype=jnp.float32)[:, None, None, None]
+    fit, held = split_draws(zs)
+    assert fit.shape == held.shape == (S // 2 * C, M, d)
+    for half in (fit, held):
+        assert set(np.unique(np.asarray(half) // 10)) == {0.0, 1.0}
+    np.testing.assert_array_equal(np.sort(np.concatenate([fit, held]).ravel()),
+                                  np.sort(np.asarray(zs).ravel()))
