@@ -77,13 +77,13 @@ def check_budget(budget: float, lr: float) -> None:
 def flat_metrics(rows: list[dict[str, Any]], ids: dict[str, str]) -> dict[str, Any]:
     """Each row's values as flat metrics named by the row's panel: ``ids`` maps the fields
     that name it to their prefixes, e.g. ``{"dataset": "", "latent": "z"}`` gives
-    ``mnist_z3_<field>``. Numbers become floats; None is dropped."""
+    ``mnist_z3_<field>``. Numbers become floats, strings and lists stay; None is dropped."""
     out: dict[str, Any] = {}
     for r in rows:
         name = "_".join(f"{p}{r[f]}" for f, p in ids.items())
         for k, v in r.items():
             if k not in ids and v is not None:
-                out[f"{name}_{k}"] = v if isinstance(v, str) else float(v)
+                out[f"{name}_{k}"] = v if isinstance(v, str | list) else float(v)
     return out
 
 

@@ -295,6 +295,10 @@ def verdicts(curves: dict[tuple[str, int, int], dict[str, Curve]]) -> list[dict[
         for m, cv in c.items():
             row[f"{key(m)}_test_at_common"] = value_at(cv, common)
         row["best_test"] = max(c, key=lambda m: c[m].test[-1])
+        row["positive_estimates"] = [  # impossible for the binary images scored here
+            f"{m} {part} {v:+.2f} at {s:.3g} samples" for m, cv in c.items()
+            for part, vals in (("train", cv.train), ("test", cv.test))
+            for s, v in zip(cv.samples, vals, strict=True) if v > 0]
         for m in METHODS[1:]:  # paired over the same test points
             d, se = mean_se(np.asarray(c["AEVB"].final_test_points)
                             - np.asarray(c[m].final_test_points))
@@ -347,6 +351,13 @@ def report(rows: list[dict[str, Any]], budget: float, wall: float) -> str:
         lines.append(f"| {r['dataset']} | {r['n_train']} | {r['latent']} | " + " | ".join(
             f"{r[f'{k}_train']:.2f} | {r[f'{k}_test']:.2f} ± {r[f'{k}_test_se']:.2f} | "
             f"{r[f'{k}_samples']:.3g}" for k in keys) + " |")
+    bad = [f"{_label(r)}: {e}" for r in rows for e in r["positive_estimates"]]
+    lines += ["", "**Estimator check:** " + (
+        "every estimate is ≤ 0 nats, as it must be for binary images under a Bernoulli "
+        "decoder." if not bad else
+        "FAILED. log p(x) of binary images under a Bernoulli decoder cannot exceed 0, but "
+        "these estimates do, so the estimator failed there (chains that did not reach the "
+        "posterior, or a Gaussian fitted to too few draws): " + "; ".join(bad) + ".")]
     lines += ["", "## The paper's claims, checked", ""]
     best = [r for r in rows if all(r[f"aevb_vs_{k}"] == "AEVB ahead" for k in keys[1:])]
     lines.append(

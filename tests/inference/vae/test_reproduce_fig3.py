@@ -80,5 +80,14 @@ def test_the_report_says_where_a_claim_fails():
     assert "wake-sleep —" in text  # its first estimate came after the common point
     assert "AEVB's lead over MCEM grows from the smallest to the largest" in text
     assert "AEVB evaluated 4× MCEM's samples" in text
+    assert "every estimate is ≤ 0 nats" in text
     (one,) = verdicts({("digits", 200, 3): _panel(1.0, 0.1, rng)})
     assert "one training-set size only" in report([one], 60.0, 70.0)
+
+
+def test_the_report_flags_a_positive_log_likelihood_of_binary_images():
+    panel = _panel(1.0, 0.1, np.random.default_rng(2))
+    panel["MCEM"] = panel["MCEM"]._replace(test=[-120.0, 696.0])
+    (r,) = verdicts({("mnist", 1000, 3): panel})
+    assert r["positive_estimates"] == ["MCEM test +696.00 at 1e+05 samples"]
+    assert "FAILED" in report([r], 3600.0, 3500.0)
