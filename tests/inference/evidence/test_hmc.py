@@ -39,10 +39,36 @@ def test_matches_closed_form_in_two_dimensions():
 
 @pytest.mark.parametrize("bad, match", [({"chains": 0}, "chains >= 1"),
                                         ({"n_samples": 3}, "n_samples >= 4 x chains"),
-                                        ({"n_leapfrog": 0}, "n_leapfrog >= 1")])
+                                        ({"n_leapfrog": 0}, "n_leapfrog >= 1"),
+                                        ({"init_draws": 0}, "init_draws >= 1")])
 def test_bad_options(bad, match):
     with pytest.raises(VarbayesError, match=match):
         he.check_options(he.HMCEvidenceOptions()._replace(**bad))
+
+
+def test_each_chain_starts_at_the_best_of_its_guide_draws():
+    """best_starts against brute force: every candidate drawn, the argmax per chain and
+    datapoint by the log joint (here peaked at z = 1, with a NaN that must never win)."""
+    import jax
+    import jax.numpy as jnp
+
+    def sample(k, c):
+        return 3.0 * jax.random.normal(k, (c, 4, 2))
+
+    def log_joint(z):
+        lj = -((z - 1.0) ** 2).sum(-1)
+        return jnp.where(z[..., 0] > 5.0, jnp.nan, lj)
+
+    key = jax.random.key(3)
+    got = np.asarray(he.best_starts(key, sample, log_joint, 2, 50))
+    k0, rest = jax.random.split(key)
+    cands = np.stack([sample(k, 2) for k in [k0, *jax.random.split(rest, 49)]])  # (n,C,M,d)
+    lj = np.nan_to_num(np.asarray(log_joint(cands)), nan=-np.inf)
+    want = np.take_along_axis(cands, lj.argmax(0)[None, ..., None], 0)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.abs(got - 1).max() < np.abs(cands[0] - 1).max()  # better than one draw
+    np.testing.assert_allclose(he.best_starts(key, sample, log_joint, 2, 1), sample(k0, 2),
+                               rtol=1e-6)
 
 
 def test_pyro_models_are_refused_with_the_fix():
