@@ -361,8 +361,8 @@ def report(rows: list[dict[str, Any]], budget: float, wall: float) -> str:
         "every estimate is ≤ 0 nats, as it must be for binary images under a Bernoulli "
         "decoder." if not bad else
         "FAILED. log p(x) of binary images under a Bernoulli decoder cannot exceed 0, but "
-        "these estimates do, so the estimator failed there (chains that did not reach the "
-        "posterior, or a Gaussian fitted to too few draws): " + "; ".join(bad) + ".")]
+        "these estimates do, so the estimator failed there (chains that had not met, or a "
+        "Gaussian fitted to too few draws): " + "; ".join(bad) + ".")]
     lines += ["", "## The paper's claims, checked", ""]
     best = [r for r in rows if all(r[f"aevb_vs_{k}"] == "AEVB ahead" for k in keys[1:])]
     lines.append(
