@@ -267,12 +267,9 @@ def with_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, *, bac
     """``fn`` with its param sites set to ``params`` (name -> constrained value, e.g.
     ``fit(...).params``); None returns ``fn``. numpy values are converted. With ``sites``
     (a trace of ``fn``) only the names of its own param sites are substituted."""
-    if sites is not None and params:
-        params = {k: v for k, v in params.items() if k in set(params_of(sites))}
-    if not params:
+    values = site_params(params, backend=backend, sites=sites)
+    if not values:
         return fn
-    values = {k: to_backend(np.asarray(v) if isinstance(v, int | float) else v, backend)
-              for k, v in params.items()}
     if check_backend(backend) == "pyro":
         import pyro
 
@@ -280,6 +277,30 @@ def with_params(fn: Callable[..., Any], params: Mapping[str, Any] | None, *, bac
     from numpyro import handlers
 
     return handlers.substitute(fn, data=values)
+
+
+def site_params(params: Mapping[str, Any] | None, *, backend: str,
+                sites: Sequence[Site] | None = None) -> dict[str, Any]:
+    """``params`` as arrays of ``backend`` (numpy values and numbers converted), only the
+    names of the param sites in ``sites`` when given; {} for None. What
+    :func:`with_params` substitutes, for a caller that substitutes inside a compiled
+    function (where the values are traced arguments, not constants)."""
+    if sites is not None and params:
+        params = {k: v for k, v in params.items() if k in set(params_of(sites))}
+    return {k: to_backend(np.asarray(v) if isinstance(v, int | float) else v, backend)
+            for k, v in (params or {}).items()}
+
+
+def compiled_once(factory: Callable[..., Any], *key: Any) -> Any:
+    """``factory(*key)`` through its ``functools.lru_cache``, so that a compiled function
+    built for a model and guide is reused by the next call with the same ones; a key that
+    cannot be hashed (an unhashable model object) builds a fresh one for this call."""
+    try:
+        return factory(*key)
+    except TypeError as e:
+        if "unhashable" not in str(e):
+            raise
+        return factory.__wrapped__(*key)
 
 
 def check_params(params: Mapping[str, Any] | None, *site_lists: Sequence[Site]) -> None:

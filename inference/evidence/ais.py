@@ -26,7 +26,7 @@ from varbayes.inference.evidence.annealing import (
     check_options,
     schedule,
 )
-from varbayes.inference.ppl import checked_pair, isolated, to_batches
+from varbayes.inference.ppl import checked_pair, isolated, site_params, to_batches
 
 __all__ = ["DEFAULTS", "INITS", "SCHEDULES", "AISOptions", "AISResult", "ais", "check_options",
            "schedule"]
@@ -80,13 +80,16 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
     devices = parallel.resolve_devices(devices, on_jax, plate)
     batches = to_batches(batches, backend, "ais")
     with isolated(backend):
-        model, guide, *_ = checked_pair(model, guide, *batches[0], backend=backend,
-                                        params=params)
-        if on_jax:
+        pair = checked_pair(model, guide, *batches[0], backend=backend, params=params)
+        if on_jax:  # the params enter the compiled function as arguments (compiled once)
             from varbayes.inference.evidence.ais_jax import numpyro_ais
 
+            values = (site_params(params, backend=backend, sites=pair.model_sites),
+                      site_params(params, backend=backend, sites=pair.guide_sites))
             return numpyro_ais(model, guide, batches, options, seed=seed, plate=plate,
-                               posterior=posterior, progress=progress, devices=devices)
+                               posterior=posterior, progress=progress, devices=devices,
+                               params=values)
+        model, guide = pair.model, pair.guide
         from varbayes.inference.evidence.ais_pyro import pyro_ais
 
         if not parallel.split_ranks(plate):

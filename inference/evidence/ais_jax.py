@@ -26,6 +26,7 @@ model+guide pair; the schedule and the options are shared with the torch impleme
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -49,6 +50,7 @@ from varbayes.inference.evidence.sites import (
     split_terms,
     unflatten,
 )
+from varbayes.inference.ppl import compiled_once
 from varbayes.models.errors import check
 
 # ------------------------------------------------------------------------ the JAX core
@@ -240,11 +242,41 @@ def numpyro_densities(model: Callable[..., None], guide: Callable[..., None], ar
 
 # ------------------------------------------------------------------------ the driver
 
+@functools.lru_cache(maxsize=16)
+def _compiled(model: Callable[..., None], guide: Callable[..., None], options: AISOptions,
+              plate: str, reverse: bool) -> Callable[..., tuple[Any, Any]]:
+    """The compiled per-batch AIS run of :func:`numpyro_ais` for one model, guide and
+    settings: (log weights (C, M), mean acceptance per transition)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    from numpyro import handlers
+
+    betas = path_betas(options, reverse)
+
+    @eqx.filter_jit
+    def one(key: Any, args: tuple, kwargs: dict, z_post: Any, params: tuple[dict, dict]
+            ) -> tuple[Any, Any]:
+        m = handlers.substitute(model, data=params[0]) if params[0] else model
+        g = handlers.substitute(guide, data=params[1]) if params[1] else guide
+        d = numpyro_densities(m, g, args, kwargs, init=options.init, plate=plate)
+        k0, k1 = jax.random.split(key)
+        n = options.chains + PILOT_CHAINS
+        if z_post is None:
+            z0 = d.sample_p0(k0, n)
+        else:
+            z0 = jnp.broadcast_to(z_post, (n, *z_post.shape))
+        state, info = adapted_run(k1, z0, betas, d.log_p0, d.log_joint, options, PILOT_CHAINS)
+        return state.log_w, info.accept.mean(axis=(1, 2))
+
+    return one
+
+
 def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
                 batches: Iterable[tuple[tuple, dict]], options: AISOptions = DEFAULTS, *,
                 seed: int = 0, plate: str = "data", posterior: Sequence[Any] | None = None,
-                progress: Callable[[Iterable], Iterable] | None = None, devices: int = 1
-                ) -> AISResult:
+                progress: Callable[[Iterable], Iterable] | None = None, devices: int = 1,
+                params: tuple[dict, dict] = ({}, {})) -> AISResult:
     """AIS estimates of log p(x_i) for a NumPyro model+guide, batch by batch.
 
     Parameters
@@ -256,26 +288,15 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
         to 0, and the result is a stochastic upper bound.
     devices : JAX devices that split each batch's datapoints (and its posterior rows), see
         :func:`.parallel.place`: the same draws and results as one device.
+    params : the values substituted into the model's and the guide's param sites (traced
+        arguments of the compiled run, which is kept across calls with the same model,
+        guide and settings).
     """
-    import equinox as eqx
     import jax
     import jax.numpy as jnp
 
     reverse = posterior is not None
-    betas = path_betas(options, reverse)
-
-    @eqx.filter_jit
-    def one(key: Any, args: tuple, kwargs: dict, z_post: Any) -> tuple[Any, Any]:
-        d = numpyro_densities(model, guide, args, kwargs, init=options.init, plate=plate)
-        k0, k1 = jax.random.split(key)
-        n = options.chains + PILOT_CHAINS
-        if z_post is None:
-            z0 = d.sample_p0(k0, n)
-        else:
-            z0 = jnp.broadcast_to(z_post, (n, *z_post.shape))
-        state, info = adapted_run(k1, z0, betas, d.log_p0, d.log_joint, options, PILOT_CHAINS)
-        return state.log_w, info.accept.mean(axis=(1, 2))
-
+    one = compiled_once(_compiled, model, guide, options, plate, reverse)
     t0 = time.perf_counter()
     batches = list(batches)
     mesh = data_mesh(batches, devices)
@@ -285,6 +306,6 @@ def numpyro_ais(model: Callable[..., None], guide: Callable[..., None],
         key = jax.random.fold_in(jax.random.key(seed), b)
         zp = None if posterior is None else jnp.asarray(posterior[b], dtype=jnp.float32)
         (args, kwargs), (zp,) = place((args, kwargs), mesh, zp)
-        log_w, acc = one(key, args, kwargs, zp)
+        log_w, acc = one(key, args, kwargs, zp, params)
         parts.append((np.asarray(log_w), np.asarray(acc)))
     return finish(parts, reverse, t0)

@@ -21,6 +21,7 @@ All log-likelihoods are in nats.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -35,7 +36,13 @@ from varbayes.inference.backends import check_backend
 from varbayes.inference.evidence import parallel
 from varbayes.inference.evidence.batches import Batch
 from varbayes.inference.evidence.sites import numpyro_reduce, pyro_particle_plate, site_terms
-from varbayes.inference.ppl import checked_pair, isolated, to_batches
+from varbayes.inference.ppl import (
+    checked_pair,
+    compiled_once,
+    isolated,
+    site_params,
+    to_batches,
+)
 from varbayes.models.errors import check
 
 # ------------------------------------------------------------ estimators on log weights
@@ -205,12 +212,14 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
     mesh = parallel.data_mesh(batches, devices)
     split = not on_jax and parallel.split_ranks(plate)
     with isolated(backend):
-        model, guide, *_ = checked_pair(model, guide, *batches[0], backend=backend,
-                                        params=params)
-        if on_jax:
-            draw = _placed(_numpyro_draws(model, guide, plate, seed), mesh)
+        pair = checked_pair(model, guide, *batches[0], backend=backend, params=params)
+        if on_jax:  # the params enter the compiled function as arguments (compiled once)
+            values = (site_params(params, backend=backend, sites=pair.model_sites),
+                      site_params(params, backend=backend, sites=pair.guide_sites))
+            draw = _placed(_numpyro_draws(model, guide, plate, seed, values), mesh)
         else:
-            draw = _pyro_draws(model, guide, plate, parallel.rank_seed(seed) if split else seed)
+            draw = _pyro_draws(pair.model, pair.guide, plate,
+                               parallel.rank_seed(seed) if split else seed)
         if not split:
             return _estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)
         return _ranked_estimate(draw, batches, k, chunk, diagnostics, prefix_ks, progress, t0)
@@ -273,38 +282,55 @@ at a time."""
 
 
 def _numpyro_draws(model: Callable[..., None], guide: Callable[..., None], plate: str | None,
-                   seed: int) -> Draws:
+                   seed: int, params: tuple[dict, dict] = ({}, {})) -> Draws:
     """NumPyro log weights; chunk c of batch b uses the key ``fold_in(fold_in(key(seed), b),
     c)``. The full chunks of a batch run in one compiled loop (``lax.map``: one call and one
     transfer to the host per batch, memory O(chunk · M)), a last partial chunk in a second
-    call.
+    call. ``params``: the values substituted into the model's and the guide's param sites.
+    """
+    import jax
 
-    ``equinox.filter_jit`` traces the arrays in ``args`` and keeps everything else
-    (configurations, activation functions, the sizes) static.
+    run = compiled_once(_numpyro_run, model, guide, plate)
+
+    def draw(b: int, k: int, chunk: int, args: tuple, kwargs: dict) -> np.ndarray:
+        key = jax.random.fold_in(jax.random.key(seed), b)
+        full, rest = divmod(k, chunk)
+        parts = [run(key, 0, full, chunk, args, kwargs, params)] if full else []
+        if rest:
+            parts.append(run(key, full, 1, rest, args, kwargs, params))
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
+
+    return draw
+
+
+@functools.lru_cache(maxsize=16)
+def _numpyro_run(model: Callable[..., None], guide: Callable[..., None],
+                 plate: str | None) -> Callable[..., Any]:
+    """The compiled chunk loop of :func:`_numpyro_draws`, kept across calls with the same
+    model, guide and plate (a repeated evaluation compiles once per shape).
+
+    ``equinox.filter_jit`` traces the arrays in ``args``, ``kwargs`` and the params and
+    keeps everything else (configurations, activation functions, the sizes) static.
     """
     import equinox as eqx
     import jax
     import jax.numpy as jnp
+    from numpyro import handlers
 
     @eqx.filter_jit
     def run(key: Any, first: Any, n_chunks: int, n: int, args: Sequence[Any],
-            kwargs: dict[str, Any]) -> Any:
+            kwargs: dict[str, Any], params: tuple[dict, dict]) -> Any:
+        m = handlers.substitute(model, data=params[0]) if params[0] else model
+        g = handlers.substitute(guide, data=params[1]) if params[1] else guide
+
         def one(c: Any) -> Any:
-            return numpyro_log_weights(model, guide, jax.random.fold_in(key, c), n, *args,
+            return numpyro_log_weights(m, g, jax.random.fold_in(key, c), n, *args,
                                        plate=plate, **kwargs)
 
         out = jax.lax.map(one, first + jnp.arange(n_chunks))  # (n_chunks, n, M)
         return out.reshape(n_chunks * n, *out.shape[2:])
 
-    def draw(b: int, k: int, chunk: int, args: tuple, kwargs: dict) -> np.ndarray:
-        key = jax.random.fold_in(jax.random.key(seed), b)
-        full, rest = divmod(k, chunk)
-        parts = [run(key, 0, full, chunk, args, kwargs)] if full else []
-        if rest:
-            parts.append(run(key, full, 1, rest, args, kwargs))
-        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
-
-    return draw
+    return run
 
 
 def _pyro_draws(model: Callable[..., None], guide: Callable[..., None], plate: str | None,

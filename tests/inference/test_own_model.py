@@ -236,6 +236,41 @@ def test_ais_and_is_take_params_for_a_local_latent_model(backend):
         importance_sampling(model, guide, [((y,), {})], 5, backend=backend, params={"b": 1.0})
 
 
+def local_elbo(y: np.ndarray, a: float, s: float) -> np.ndarray:
+    """The closed-form ELBO (nats) of :func:`local` per datapoint, guide N(a y, s²)."""
+    return (-math.log(2 * math.pi) - 0.5 * ((1 - a) ** 2 * y**2 + a**2 * y**2 + 2 * s**2)
+            + 0.5 * math.log(2 * math.pi * s**2) + 0.5)
+
+
+@pytest.mark.slow
+def test_numpyro_estimators_compile_once_and_take_new_params_each_call():
+    """IS and AIS keep their compiled function across calls with the same model and guide;
+    the params are its arguments, so a second call with other values uses those values."""
+    from varbayes.inference.evidence import ais_jax, importance
+
+    model, guide = local("numpyro")
+    y = RNG.normal(0, math.sqrt(2), size=8)
+    exact = -0.5 * (y**2 / 2 + math.log(2 * math.pi * 2))
+    runs = {"exact": (0.5, math.sqrt(0.5)), "loose": (0.2, 1.5)}
+    is_hits = importance._numpyro_run.cache_info().hits
+    ais_hits = ais_jax._compiled.cache_info().hits
+    res, log_w = {}, {}
+    for name, (a, s) in runs.items():
+        params = {"a": a, "s": s}
+        res[name] = importance_sampling(model, guide, [((y,), {})], 4000, params=params)
+        np.testing.assert_allclose(res[name].elbo, local_elbo(y, a, s),
+                                   atol=1e-4 + 5 * res[name].elbo_stderr.max())
+        r = ais(model, guide, [((y,), {})], AISOptions(n_steps=100, chains=32, init="guide"),
+                params=params)
+        assert np.all(np.abs(r.log_px - exact) < 0.02 + 5 * r.stderr), (r.log_px, exact)
+        log_w[name] = r.log_w
+    np.testing.assert_allclose(res["exact"].log_px, exact, atol=1e-4)
+    assert res["loose"].elbo.mean() < res["exact"].elbo.mean() - 0.1
+    assert not np.allclose(log_w["exact"], log_w["loose"])  # the chains started elsewhere
+    assert importance._numpyro_run.cache_info().hits > is_hits  # the second call: no compile
+    assert ais_jax._compiled.cache_info().hits > ais_hits
+
+
 # ---------------------------------------------------------- 5 and 6. inputs and errors
 
 @pytest.mark.slow
