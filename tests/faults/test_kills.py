@@ -83,8 +83,9 @@ def test_kill9_at_random_moments_then_resume_is_bit_identical(backend, tmp_path,
                 p.kill()
         p.communicate(timeout=60)
         kills += p.returncode == -9
-        if p.returncode == 0 and not aim:  # it finished before the kill: start over, and
-            seconds = time.monotonic() - started  # aim later kills inside a warm run's span
+        if p.returncode == 0:  # it finished before its kill: start over
+            if not (aim or resume):  # a whole warm run: aim later kills inside its length
+                seconds = time.monotonic() - started
             shutil.rmtree(out)
         if (out / "checkpoint.npz").exists():
             load_checkpoint(out / "checkpoint.npz")  # complete: never a torn file
