@@ -291,6 +291,25 @@ def site_params(params: Mapping[str, Any] | None, *, backend: str,
             for k, v in (params or {}).items()}
 
 
+def pair_params(params: Mapping[str, Any] | None, pair: Pair, backend: str
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`site_params` of the model's and of the guide's param sites of a checked pair,
+    for :func:`substituted` inside a compiled function."""
+    return (site_params(params, backend=backend, sites=pair.model_sites),
+            site_params(params, backend=backend, sites=pair.guide_sites))
+
+
+def substituted(model: Callable[..., Any], guide: Callable[..., Any],
+                params: tuple[dict[str, Any], dict[str, Any]]
+                ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """NumPyro ``model`` and ``guide`` with the values of :func:`pair_params` substituted
+    (traced arrays inside a compiled function); each unchanged where it has none."""
+    from numpyro import handlers
+
+    return tuple(handlers.substitute(fn, data=v) if v else fn  # type: ignore[return-value]
+                 for fn, v in zip((model, guide), params, strict=True))
+
+
 def compiled_once(factory: Callable[..., Any], *key: Any) -> Any:
     """``factory(*key)`` through its ``functools.lru_cache``, so that a compiled function
     built for a model and guide is reused by the next call with the same ones; a key that

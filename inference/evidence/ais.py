@@ -26,7 +26,7 @@ from varbayes.inference.evidence.annealing import (
     check_options,
     schedule,
 )
-from varbayes.inference.ppl import checked_pair, isolated, site_params, to_batches
+from varbayes.inference.ppl import checked_pair, isolated, pair_params, to_batches
 
 __all__ = ["DEFAULTS", "INITS", "SCHEDULES", "AISOptions", "AISResult", "ais", "check_options",
            "schedule"]
@@ -84,8 +84,7 @@ def ais(model: Callable[..., None], guide: Callable[..., None],
         if on_jax:  # the params enter the compiled function as arguments (compiled once)
             from varbayes.inference.evidence.ais_jax import numpyro_ais
 
-            values = (site_params(params, backend=backend, sites=pair.model_sites),
-                      site_params(params, backend=backend, sites=pair.guide_sites))
+            values = pair_params(params, pair, backend)
             return numpyro_ais(model, guide, batches, options, seed=seed, plate=plate,
                                posterior=posterior, progress=progress, devices=devices,
                                params=values)

@@ -50,7 +50,7 @@ from varbayes.inference.evidence.sites import (
     split_terms,
     unflatten,
 )
-from varbayes.inference.ppl import compiled_once
+from varbayes.inference.ppl import compiled_once, substituted
 from varbayes.models.errors import check
 
 # ------------------------------------------------------------------------ the JAX core
@@ -250,15 +250,13 @@ def _compiled(model: Callable[..., None], guide: Callable[..., None], options: A
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    from numpyro import handlers
 
     betas = path_betas(options, reverse)
 
     @eqx.filter_jit
     def one(key: Any, args: tuple, kwargs: dict, z_post: Any, params: tuple[dict, dict]
             ) -> tuple[Any, Any]:
-        m = handlers.substitute(model, data=params[0]) if params[0] else model
-        g = handlers.substitute(guide, data=params[1]) if params[1] else guide
+        m, g = substituted(model, guide, params)
         d = numpyro_densities(m, g, args, kwargs, init=options.init, plate=plate)
         k0, k1 = jax.random.split(key)
         n = options.chains + PILOT_CHAINS

@@ -40,7 +40,8 @@ from varbayes.inference.ppl import (
     checked_pair,
     compiled_once,
     isolated,
-    site_params,
+    pair_params,
+    substituted,
     to_batches,
 )
 from varbayes.models.errors import check
@@ -214,8 +215,7 @@ def importance_sampling(model: Callable[..., None], guide: Callable[..., None],
     with isolated(backend):
         pair = checked_pair(model, guide, *batches[0], backend=backend, params=params)
         if on_jax:  # the params enter the compiled function as arguments (compiled once)
-            values = (site_params(params, backend=backend, sites=pair.model_sites),
-                      site_params(params, backend=backend, sites=pair.guide_sites))
+            values = pair_params(params, pair, backend)
             draw = _placed(_numpyro_draws(model, guide, plate, seed, values), mesh)
         else:
             draw = _pyro_draws(pair.model, pair.guide, plate,
@@ -315,13 +315,11 @@ def _numpyro_run(model: Callable[..., None], guide: Callable[..., None],
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    from numpyro import handlers
 
     @eqx.filter_jit
     def run(key: Any, first: Any, n_chunks: int, n: int, args: Sequence[Any],
             kwargs: dict[str, Any], params: tuple[dict, dict]) -> Any:
-        m = handlers.substitute(model, data=params[0]) if params[0] else model
-        g = handlers.substitute(guide, data=params[1]) if params[1] else guide
+        m, g = substituted(model, guide, params)
 
         def one(c: Any) -> Any:
             return numpyro_log_weights(m, g, jax.random.fold_in(key, c), n, *args,
