@@ -55,15 +55,36 @@ from varbayes.models.errors import check
 
 # ------------------------------------------------------------------------ the JAX core
 
+class Point(NamedTuple):
+    """Where the chains are: z with both densities and their gradients there. AIS carries it
+    from one transition to the next, so a transition costs its leapfrog gradients only."""
+
+    z: Any
+    """(C, M, d) the latents."""
+    log_p0: Any
+    """(C, M) log p₀(z), nats."""
+    log_joint: Any
+    """(C, M) log p(x, z), nats."""
+    grad_p0: Any
+    """(C, M, d) ∇_z log p₀(z)."""
+    grad_joint: Any
+    """(C, M, d) ∇_z log p(x, z)."""
+
+
 class AISState(NamedTuple):
     """What the next AIS step needs; arrays over chains C and datapoints M."""
 
-    z: Any
-    """(C, M, d) the current latents."""
+    at: Point
+    """the current latents, with the densities and gradients there."""
     log_w: Any
     """(C, M) the accumulated log weight."""
     step_size: Any
     """(C, M) the HMC step size of each chain."""
+
+    @property
+    def z(self) -> Any:
+        """(C, M, d) the current latents."""
+        return self.at.z
 
 
 class AISInfo(NamedTuple):
@@ -79,37 +100,88 @@ LogDensity = Callable[[Any], Any]
 """z (C, M, d) -> (C, M) a log density per chain and datapoint (independent elements)."""
 
 
-def hmc_step(key: Any, z: Any, step_size: Any, log_f: LogDensity, n_leapfrog: int,
-             jitter: float = JITTER) -> tuple[Any, Any]:
-    """One HMC transition with a unit mass matrix, independently for each (chain, datapoint).
+def _value_and_grad(log_f: LogDensity, z: Any) -> tuple[Any, Any]:
+    """(log_f(z) (C, M), its gradient (C, M, d)) from one forward and one backward pass; the
+    elements are independent, so the gradient of the sum is each element's gradient."""
+    import jax
+    import jax.numpy as jnp
+
+    f, back = jax.vjp(log_f, z)
+    return f, back(jnp.ones_like(f))[0]
+
+
+def evaluate(z: Any, log_p0: LogDensity, log_joint: LogDensity) -> Point:
+    """The :class:`Point` at z (C, M, d)."""
+    l0, g0 = _value_and_grad(log_p0, z)
+    lj, gj = _value_and_grad(log_joint, z)
+    return Point(z, l0, lj, g0, gj)
+
+
+class _Plain(NamedTuple):
+    z: Any
+    log_f: Any
+    grad: Any
+
+
+def hmc_kernel(key: Any, start: Any, step_size: Any, grad: Callable[[Any], Any],
+               at: Callable[[Any], Any], density: Callable[[Any], tuple[Any, Any]],
+               n_leapfrog: int, jitter: float = JITTER) -> tuple[Any, Any]:
+    """One HMC transition with a unit mass matrix, independently for each (chain, datapoint),
+    on points that carry what was computed at them.
+
+    ``start`` is a NamedTuple with a field ``z`` (C, M, d) and any other (C, M, ...) arrays;
+    ``at(z)`` makes such a point and ``density(point)`` gives (log f (C, M), ∇ log f
+    (C, M, d)) from it without new passes; ``grad(z)`` is ∇ log f alone. The inner leapfrog
+    steps take ``grad`` (a backward pass needs no log density value, whose transcendentals
+    can cost as much as a matrix product) and the last one takes ``at``, so a transition
+    costs ``n_leapfrog`` forward and backward passes: the start's values come with ``start``.
 
     The step size is jittered uniformly by ±``jitter`` (relative) each transition: with a
     fixed step size and trajectory length HMC can be close to periodic on a Gaussian and
     stop mixing (seen on PPCA posteriors: draws kept their starting spread).
-    Returns the new z (C, M, d) and the acceptance probability (C, M).
+    Returns the new point (the start where rejected) and the acceptance probability (C, M).
     """
     import jax
     import jax.numpy as jnp
 
-    grad = jax.grad(lambda z: log_f(z).sum())
     k_mom, k_acc, k_jit = jax.random.split(key, 3)
     u = jax.random.uniform(k_jit, step_size.shape, step_size.dtype, -jitter, jitter)
     eps = (step_size * (1.0 + u))[..., None]
-    p0 = jax.random.normal(k_mom, z.shape, z.dtype)
+    p0 = jax.random.normal(k_mom, start.z.shape, start.z.dtype)
+    f0, g0 = density(start)
 
-    def leap(_: int, carry: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-        q, p, g = carry
-        p = p + 0.5 * eps * g
+    def leap(_: int, carry: tuple[Any, Any]) -> tuple[Any, Any]:  # full steps in between
+        q, p = carry
         q = q + eps * p
-        g = grad(q)
-        return q, p + 0.5 * eps * g, g
+        return q, p + eps * grad(q)
 
-    q, p, _ = jax.lax.fori_loop(0, n_leapfrog, leap, (z, p0, grad(z)))
-    log_ratio = (log_f(q) - 0.5 * (p**2).sum(-1)) - (log_f(z) - 0.5 * (p0**2).sum(-1))
+    q, p = jax.lax.fori_loop(0, n_leapfrog - 1, leap, (start.z, p0 + 0.5 * eps * g0))
+    end = at(q + eps * p)
+    f1, g1 = density(end)
+    p = p + 0.5 * eps * g1
+    log_ratio = (f1 - 0.5 * (p**2).sum(-1)) - (f0 - 0.5 * (p0**2).sum(-1))
     log_ratio = jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)
     accept = jnp.exp(jnp.minimum(log_ratio, 0.0))
     take = jax.random.uniform(k_acc, accept.shape) < accept
-    return jnp.where(take[..., None], q, z), accept
+
+    def pick(new: Any, old: Any) -> Any:
+        return jnp.where(take.reshape(take.shape + (1,) * (new.ndim - take.ndim)), new, old)
+
+    return jax.tree.map(pick, end, start), accept
+
+
+def hmc_step(key: Any, z: Any, step_size: Any, log_f: LogDensity, n_leapfrog: int,
+             jitter: float = JITTER) -> tuple[Any, Any]:
+    """:func:`hmc_kernel` on a plain log density: the new z (C, M, d) and the acceptance
+    probability (C, M). Costs ``n_leapfrog`` + 1 forward and backward passes."""
+    import jax
+
+    def at(q: Any) -> _Plain:
+        return _Plain(q, *_value_and_grad(log_f, q))
+
+    point, accept = hmc_kernel(key, at(z), step_size, jax.grad(lambda q: log_f(q).sum()), at,
+                               lambda pt: (pt.log_f, pt.grad), n_leapfrog, jitter)
+    return point.z, accept
 
 
 def ais_step(key: Any, state: AISState, beta_prev: Any, beta: Any, log_p0: LogDensity,
@@ -118,24 +190,32 @@ def ais_step(key: Any, state: AISState, beta_prev: Any, beta: Any, log_p0: LogDe
     """log w += (β − β_prev)·ℓ(z), then an HMC transition leaving f_β invariant. With
     ``step_size`` (M,) given, every chain uses it; otherwise each chain uses its own
     ``state.step_size``, updated after the transition toward ``options.target_accept``.
-    With β decreasing this is the reverse (BDMC) chain's step."""
+    With β decreasing this is the reverse (BDMC) chain's step. The densities at z come with
+    ``state.at``, so the step costs ``options.n_leapfrog`` forward and backward passes."""
+    import jax
     import jax.numpy as jnp
 
-    l0 = log_p0(state.z)
-    log_w = state.log_w + (beta - beta_prev) * (log_joint(state.z) - l0)
+    at = state.at
+    log_w = state.log_w + (beta - beta_prev) * (at.log_joint - at.log_p0)
     if not transition:
         return state._replace(log_w=log_w), AISInfo(jnp.ones_like(log_w), state.step_size)
     if step_size is not None:
         state = state._replace(step_size=jnp.broadcast_to(step_size, log_w.shape))
 
+    def density(pt: Point) -> tuple[Any, Any]:  # log f_β = log p₀ + β (log p(x,z) − log p₀)
+        return (pt.log_p0 + beta * (pt.log_joint - pt.log_p0),
+                pt.grad_p0 + beta * (pt.grad_joint - pt.grad_p0))
+
     def log_f(z: Any) -> Any:
         a = log_p0(z)
         return a + beta * (log_joint(z) - a)
 
-    z, accept = hmc_step(key, state.z, state.step_size, log_f, options.n_leapfrog)
+    at, accept = hmc_kernel(key, at, state.step_size, jax.grad(lambda z: log_f(z).sum()),
+                            lambda z: evaluate(z, log_p0, log_joint), density,
+                            options.n_leapfrog)
     eps = state.step_size * jnp.exp(options.adapt_rate * (accept - options.target_accept))
     eps = jnp.clip(eps, 1e-4, 10.0)
-    return AISState(z, log_w, eps), AISInfo(accept, state.step_size)
+    return AISState(at, log_w, eps), AISInfo(accept, state.step_size)
 
 
 def run(key: Any, z0: Any, betas: Any, log_p0: LogDensity, log_joint: LogDensity,
@@ -153,7 +233,7 @@ def run(key: Any, z0: Any, betas: Any, log_p0: LogDensity, log_joint: LogDensity
     import jax.numpy as jnp
 
     betas = jnp.asarray(betas, dtype=z0.dtype)
-    state = AISState(z0, jnp.zeros(z0.shape[:2], z0.dtype),
+    state = AISState(evaluate(z0, log_p0, log_joint), jnp.zeros(z0.shape[:2], z0.dtype),
                      jnp.full(z0.shape[:2], options.step_size, z0.dtype))
     T = betas.shape[0] - 1
 
