@@ -10,9 +10,10 @@ the C chains.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,33 +38,70 @@ TorchDensity = Callable[[Any], Any]
 """z (C, M, d) tensor -> (C, M) tensor."""
 
 
-def hmc_step(z: Any, step_size: Any, log_f: TorchDensity, n_leapfrog: int,
-             jitter: float = JITTER) -> tuple[Any, Any]:
-    """One HMC transition per (chain, datapoint), unit mass, step size jittered by ±jitter
-    (relative): (new z (C, M, d), accept (C, M)); as :func:`.ais_jax.hmc_step`."""
+class Point(NamedTuple):
+    """z (C, M, d) with log p₀, log p(x, z) (C, M) and their gradients (C, M, d) there, as
+    :class:`.ais_jax.Point`; all detached."""
+
+    z: Any
+    log_p0: Any
+    log_joint: Any
+    grad_p0: Any
+    grad_joint: Any
+
+
+def _value_and_grad(log_f: TorchDensity, q: Any) -> tuple[Any, Any]:
     import torch
 
-    def grad(q: Any) -> tuple[Any, Any]:
-        q = q.detach().requires_grad_(True)
-        f = log_f(q)
-        (g,) = torch.autograd.grad(f.sum(), q)
-        return f.detach(), g
+    q = q.detach().requires_grad_(True)
+    f = log_f(q)
+    (g,) = torch.autograd.grad(f.sum(), q)
+    return f.detach(), g
+
+
+def evaluate(z: Any, log_p0: TorchDensity, log_joint: TorchDensity) -> Point:
+    """The :class:`Point` at z (C, M, d)."""
+    l0, g0 = _value_and_grad(log_p0, z)
+    lj, gj = _value_and_grad(log_joint, z)
+    return Point(z.detach(), l0, lj, g0, gj)
+
+
+def hmc_move(start: Point, beta: float, step_size: Any, log_p0: TorchDensity,
+             log_joint: TorchDensity, n_leapfrog: int, jitter: float = JITTER
+             ) -> tuple[Point, Any]:
+    """One HMC transition per (chain, datapoint) on f_β = p₀^{1−β} p(x, ·)^β, unit mass, step
+    size jittered by ±jitter (relative), as :func:`.ais_jax.hmc_kernel`: the start's values
+    come with ``start`` and the last leapfrog step's with the returned point, so a transition
+    costs ``n_leapfrog`` forward and backward passes. Returns (the new point, accept (C, M))."""
+    import torch
+
+    def density(pt: Point) -> tuple[Any, Any]:
+        return (pt.log_p0 + beta * (pt.log_joint - pt.log_p0),
+                pt.grad_p0 + beta * (pt.grad_joint - pt.grad_p0))
+
+    def log_f(q: Any) -> Any:
+        a = log_p0(q)
+        return a + beta * (log_joint(q) - a)
 
     eps = (step_size * (1.0 + jitter * (2 * torch.rand_like(step_size) - 1)))[..., None]
-    p0 = torch.randn_like(z)
-    f0, g = grad(z)
-    q, p = z.detach(), p0
-    for _ in range(n_leapfrog):
-        p = p + 0.5 * eps * g
+    p0 = torch.randn_like(start.z)
+    f0, g = density(start)
+    q, p = start.z, p0 + 0.5 * eps * g
+    for _ in range(n_leapfrog - 1):
         q = q + eps * p
-        f1, g = grad(q)
-        p = p + 0.5 * eps * g
+        p = p + eps * _value_and_grad(log_f, q)[1]
+    end = evaluate(q + eps * p, log_p0, log_joint)
+    f1, g = density(end)
+    p = p + 0.5 * eps * g
     log_ratio = (f1 - 0.5 * (p**2).sum(-1)) - (f0 - 0.5 * (p0**2).sum(-1))
     log_ratio = torch.where(torch.isfinite(log_ratio), log_ratio,
                             torch.full_like(log_ratio, -torch.inf))
     accept = torch.exp(torch.clamp(log_ratio, max=0.0))
     take = torch.rand_like(accept) < accept
-    return torch.where(take[..., None], q, z.detach()), accept
+
+    def pick(new: Any, old: Any) -> Any:
+        return torch.where(take.reshape(take.shape + (1,) * (new.dim() - take.dim())), new, old)
+
+    return Point(*(pick(n, o) for n, o in zip(end, start, strict=True))), accept
 
 
 def run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensity,
@@ -74,45 +112,42 @@ def run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensit
     """
     import torch
 
-    z = z0.detach()
-    C, M = z.shape[:2]
-    log_w = z.new_zeros(C, M)
-    eps = z.new_full((C, M), options.step_size)
+    at = evaluate(z0, log_p0, log_joint)
+    C, M = at.z.shape[:2]
+    log_w = at.z.new_zeros(C, M)
+    eps = at.z.new_full((C, M), options.step_size)
     accepts, used = [], []
     T = len(betas) - 1
     for t in range(1, T + 1):
         b0, b1 = float(betas[t - 1]), float(betas[t])
-        with torch.no_grad():
-            l0 = log_p0(z)
-            log_w = log_w + (b1 - b0) * (log_joint(z) - l0)
+        log_w = log_w + (b1 - b0) * (at.log_joint - at.log_p0)
         if t == T:
             break
         if step_sizes is not None:
             eps = step_sizes[t - 1].expand(C, M)
-
-        def log_f(q: Any, b: float = b1) -> Any:
-            a = log_p0(q)
-            return a + b * (log_joint(q) - a)
-
         used.append(eps)
-        z, accept = hmc_step(z, eps, log_f, options.n_leapfrog)
+        at, accept = hmc_move(at, b1, eps, log_p0, log_joint, options.n_leapfrog)
         accepts.append(accept)
         if step_sizes is None:
             eps = torch.clamp(eps * torch.exp(options.adapt_rate
                                               * (accept - options.target_accept)), 1e-4, 10.0)
-    stack = (lambda a: torch.stack(a) if a else z.new_zeros(0, C, M))  # noqa: E731
+    stack = (lambda a: torch.stack(a) if a else at.z.new_zeros(0, C, M))  # noqa: E731
     return log_w, stack(accepts), stack(used)
 
 
-def adapted_run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensity,
+def adapted_run(z0: Any, betas: np.ndarray,
+                densities: Callable[[int], tuple[Any, ...]],
                 options: AISOptions, pilot_chains: int = PILOT_CHAINS) -> tuple[Any, Any]:
     """Pilot chains adapt the step sizes, the other chains run with them frozen (as
-    :func:`.ais_jax.adapted_run`). Returns (log_w (C, M), accept (T−1, C, M))."""
+    :func:`.ais_jax.adapted_run`); ``densities(c)`` starts with (log_p0, log_joint) over c
+    chains (as :func:`pyro_densities`).
+    Returns (log_w (C, M), accept (T−1, C, M))."""
     import torch
 
-    _, _, eps = run(z0[:pilot_chains], betas, log_p0, log_joint, options)
+    _, _, eps = run(z0[:pilot_chains], betas, *densities(pilot_chains)[:2], options)
     fixed = torch.exp(torch.log(eps).mean(1)) if len(eps) else None  # (T−1, M)
-    log_w, accept, _ = run(z0[pilot_chains:], betas, log_p0, log_joint, options, fixed)
+    rest = z0[pilot_chains:]
+    log_w, accept, _ = run(rest, betas, *densities(len(rest))[:2], options, fixed)
     return log_w, accept
 
 
@@ -175,36 +210,15 @@ def pyro_ais(model: Callable[..., None], guide: Callable[..., None],
     parts = []
     it = progress(list(batches)) if progress else batches
     for b, (args, kwargs) in enumerate(it):
-        log_p0, log_joint, sample, _ = pyro_densities(model, guide, args, kwargs, n,
-                                                      init=options.init, plate=plate)
+        densities = functools.partial(pyro_densities, model, guide, args, kwargs,
+                                      init=options.init, plate=plate)
         if reverse:
             zp = torch.as_tensor(np.asarray(posterior[b]), dtype=torch.float32)
             z0 = zp.expand(n, *zp.shape).clone()
         else:
-            z0 = sample()
-        # the densities carry n chains; the pilot and estimating runs use slices of them
-        log_w, accept = _sliced_run(z0, betas, log_p0, log_joint, options)
+            z0 = densities(n)[2]()
+        log_w, accept = adapted_run(z0, betas, densities, options)
         parts.append((log_w.detach().numpy(),
                       accept.mean(dim=(1, 2)).detach().numpy() if len(accept) else
                       np.zeros(0)))
     return finish(parts, reverse, t0)
-
-
-def _sliced_run(z0: Any, betas: np.ndarray, log_p0: TorchDensity, log_joint: TorchDensity,
-                options: AISOptions) -> tuple[Any, Any]:
-    """:func:`adapted_run` with densities built for all n = C + pilot chains at once: each
-    run pads its chains back to n (the padding rows are never read)."""
-    import torch
-
-    n = z0.shape[0]
-
-    def pad(f: TorchDensity) -> TorchDensity:
-        def g(z: Any) -> Any:
-            c = z.shape[0]
-            if c == n:
-                return f(z)
-            full = torch.cat([z, z[:1].detach().expand(n - c, *z.shape[1:])], 0)
-            return f(full)[:c]
-        return g
-
-    return adapted_run(z0, betas, pad(log_p0), pad(log_joint), options)
