@@ -89,6 +89,7 @@ def test_a_full_disk_in_training_keeps_the_previous_checkpoint(run, tmp_path, fa
               "the epoch being written; the previous checkpoint byte for byte")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["ising", "vae", "evidence", "mcmc", "compare", "demo",
                                    "train"])
 def test_a_read_only_out_is_refused_before_any_work(group, run, capsys, fault_log):

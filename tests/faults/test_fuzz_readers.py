@@ -241,6 +241,7 @@ def read_or_refuse(reader: Reader, path: Path) -> VarbayesError | None:
 
 # ------------------------------------------------------------------- the property, fuzzed
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(READERS))
 def test_valid_files_load(name: str, seeds: dict[str, bytes], tmp_path: Path) -> None:
     reader = READERS[name]

@@ -154,6 +154,7 @@ def test_the_ising_counter_is_named_where_memory_would_allow(monkeypatch, observ
 
 # --------------------------------------------------------- the edges of compare and mcmc
 
+@pytest.mark.slow
 def test_the_gate_fails_when_rhat_or_ess_is_undefined():
     """One chain has no r̂ and one draw no ESS (NaN): the gate passed on nothing."""
     import arviz as az

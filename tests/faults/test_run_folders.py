@@ -111,6 +111,7 @@ def test_a_forced_writer_leaves_the_run_to_its_trainer(tmp_path):
     assert runlock.holder(out)["owner"] == "vae train"
 
 
+@pytest.mark.slow
 def test_a_corrupt_lock_record_is_not_a_traceback(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

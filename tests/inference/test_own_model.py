@@ -133,6 +133,7 @@ def test_nuts_log_likelihood_holds_only_observed_sites(nuts_runs):
         assert math.isfinite(r.elpd_loo), b
 
 
+@pytest.mark.slow
 def test_groups_and_dimension_names_are_the_same_in_both_backends(nuts_runs):
     """Bug 8: the plate dimension was ``data`` in NumPyro and ``y_dim_0`` in Pyro; coords and
     dims were not passed through; there was no predictive group."""
@@ -151,6 +152,7 @@ def test_groups_and_dimension_names_are_the_same_in_both_backends(nuts_runs):
     assert plain.log_likelihood["y"].dims == ("chain", "draw", "data")  # the plate's name
 
 
+@pytest.mark.slow
 def test_predictive_groups_match_the_closed_form(nuts_runs):
     """y_new | y ~ N(m, s² + σ²) and y ~ N(0, s0² + σ²) a priori, per datapoint."""
     for b, idata in nuts_runs.items():

@@ -24,6 +24,7 @@ def test_descent_ends_on_the_straight_line(curve):
     assert ys.shape == (12, curve.n)
 
 
+@pytest.mark.slow
 def test_the_line_is_a_stationary_point_and_the_minimum():
     import jax
     import jax.numpy as jnp

@@ -188,6 +188,7 @@ def test_pyro_and_numpyro_log_densities_agree(noise):
         assert sites_pyro == sites_np == ["z", "coupling", "x"]
 
 
+@pytest.mark.slow
 def test_guides_agree_and_start_from_the_data():
     import pyro
 

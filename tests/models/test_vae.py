@@ -260,6 +260,7 @@ def test_weights_roundtrip_and_shapes(backend):
         mod.build(cfg, {**wts, "enc.0.weight": wts["enc.0.weight"][:, :3]})
 
 
+@pytest.mark.slow
 def test_gaussian_decoder_variance_bounded():
     cfg = CONFIGS["gaussian-relu-deep"]._replace(min_scale=0.05)
     wts = {k: v * 100 for k, v in init_weights(cfg, 0).items()}  # push the raw scale far down

@@ -64,6 +64,7 @@ def _log_densities_numpyro(vae, x, z1, z2):
     return float(lp), float(lq)
 
 
+@pytest.mark.slow
 def test_both_backends_give_the_same_log_densities_on_the_same_weights_and_values():
     x = _x(7)
     rng = np.random.default_rng(1)
@@ -84,6 +85,7 @@ def test_both_backends_give_the_same_log_densities_on_the_same_weights_and_value
     assert float(t.nodes["z2"]["log_prob_sum"]) == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_is_and_ais_agree_on_it_and_lie_above_the_elbo(backend):
     from varbayes.inference.evidence import ais, importance
@@ -101,6 +103,7 @@ def test_is_and_ais_agree_on_it_and_lie_above_the_elbo(backend):
     assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(len(diff)) + 0.05, diff.mean()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_an_iwae_fit_raises_the_bound(backend):
     from varbayes.inference.vi.svi import SVIOptions, fit

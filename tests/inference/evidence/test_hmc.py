@@ -10,6 +10,7 @@ from varbayes.models.errors import VarbayesError
 from varbayes.models.ppca import exact_log_evidence, random_ppca, simulate
 
 
+@pytest.mark.slow
 def test_gaussian_fit_logpdf_is_the_fitted_normal():
     from scipy.stats import multivariate_normal
 
@@ -46,6 +47,7 @@ def test_bad_options(bad, match):
         he.check_options(he.HMCEvidenceOptions()._replace(**bad))
 
 
+@pytest.mark.slow
 def test_each_chain_starts_at_the_best_of_its_guide_draws():
     """best_starts against brute force: every candidate drawn, the argmax per chain and
     datapoint by the log joint (here peaked at z = 1, with a NaN that must never win)."""

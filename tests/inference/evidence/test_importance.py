@@ -124,6 +124,7 @@ def test_estimators_on_log_weights():
     assert evidence.pareto_k(heavy)[0] > 0.7 > evidence.pareto_k(log_w).max()
 
 
+@pytest.mark.slow
 def test_numpyro_chunks_run_in_one_call_with_the_per_chunk_keys():
     """The compiled loop over a batch's chunks draws with chunk c of batch b the key
     fold_in(fold_in(key(seed), b), c), the remainder chunk included: the log weights are

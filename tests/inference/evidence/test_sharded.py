@@ -106,6 +106,7 @@ def test_refusals_are_one_line():
     assert parallel.data_mesh(_batches([8]), 1) is None
 
 
+@pytest.mark.slow
 def test_devices_is_an_argument_of_the_estimators():
     from varbayes.inference.evidence.importance import importance_sampling
     from varbayes.models.ppca import numpyro_model as m

@@ -28,6 +28,7 @@ def small_posterior(seed=0, J=0.4):
     return Posterior(make_couplings(J, (4, 4)), field)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("J", [0.2, 0.44])
 def test_gibbs_marginals_within_monte_carlo_error_of_exact(J):
     post = small_posterior(1, J)
@@ -40,6 +41,7 @@ def test_gibbs_marginals_within_monte_carlo_error_of_exact(J):
     assert res.mean_stderr.max() < 0.02
 
 
+@pytest.mark.slow
 def test_gibbs_is_deterministic_given_the_key():
     post = small_posterior(2)
     a = gibbs.sample(jax.random.key(3), post, num_samples=20, burn_in=5, num_chains=2)

@@ -32,6 +32,7 @@ def test_cavi_pyro_and_numpyro_reach_the_same_optimum(noise):
         assert svi.history.shape == (401,) and svi.history[-1] > svi.history[0]
 
 
+@pytest.mark.slow
 def test_closed_form_svi_stops_at_a_cavi_fixed_point_with_strong_coupling():
     noise = Noise("gaussian", 1.5)
     x = problem((8, 8), noise, seed=1)

@@ -36,6 +36,7 @@ OPTIONS = MCEMOptions(epochs=60, batch_size=50, optimizer="adam", lr=0.02, m_ste
                       hmc_steps=2, n_leapfrog=5, step_size=0.3, seed=1)
 
 
+@pytest.mark.slow
 def test_em_reaches_the_maximum_likelihood():
     x = data()
     r = mcem(model, x, options=OPTIONS)
@@ -48,6 +49,7 @@ def test_em_reaches_the_maximum_likelihood():
     assert r.epochs == OPTIONS.epochs and len(r.history["objective"]) == OPTIONS.epochs
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     x = data(100)
     o = OPTIONS._replace(epochs=4)

@@ -89,6 +89,7 @@ def test_nuts_matches_closed_form(backend, case):
         assert "observed_data" in idata.groups()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_discrete_latents_and_bad_arguments_are_refused(backend):
     ppl, dist, arr = _api(backend)

@@ -59,6 +59,7 @@ def _differs(a, b) -> bool:
     return any(not np.allclose(a[0][k], b[0][k], rtol=1e-3) for k in a[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("elbo", ["trace", "meanfield", "dreg"])
 def test_one_numpyro_step_on_two_devices_is_the_one_device_step(tmp_path, elbo):
     one = _train(tmp_path, "one", "numpyro", 1, 50, elbo=elbo)
@@ -66,6 +67,7 @@ def test_one_numpyro_step_on_two_devices_is_the_one_device_step(tmp_path, elbo):
     _assert_same(one, two, 1e-5)
 
 
+@pytest.mark.slow
 def test_a_numpyro_fit_on_two_devices_ends_where_one_device_does(tmp_path):
     one = _train(tmp_path, "one", "numpyro", 4, 200)
     two = _train(tmp_path, "two", "numpyro", 4, 200, devices=2)
@@ -73,6 +75,7 @@ def test_a_numpyro_fit_on_two_devices_ends_where_one_device_does(tmp_path):
     assert _differs(one, _train(tmp_path, "short", "numpyro", 3, 200))  # it tells runs apart
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("elbo", ["trace", "meanfield", "iwae", "dreg"])
 def test_one_pyro_step_on_two_gloo_ranks_is_the_one_process_step(tmp_path, elbo):
     one = _train(tmp_path, "one", "pyro", 1, 50, elbo=elbo)
@@ -80,6 +83,7 @@ def test_one_pyro_step_on_two_gloo_ranks_is_the_one_process_step(tmp_path, elbo)
     _assert_same(one, two, 1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiler", ["none", "torchscript"])
 def test_a_pyro_fit_on_two_ranks_ends_where_one_process_does(tmp_path, compiler):
     one = _train(tmp_path, "one", "pyro", 4, 200, compiler=compiler)

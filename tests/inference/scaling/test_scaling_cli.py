@@ -46,6 +46,7 @@ def _assert_identical(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, devices, message", [
     (["--devices", "2"], 1, "--devices 2 but JAX sees 1 cpu device(s): pass --devices 1 or "
                             "fewer, or on a CPU, start it with XLA_FLAGS="
@@ -69,6 +70,7 @@ def test_bad_configurations_are_one_line(tmp_path, argv, devices, message):
         (len(lines) == 1 and message in lines[0]), done.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_on_a_numpyro_run_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", "-m", "varbayes", *TRAIN, "--epochs", "1",
@@ -81,6 +83,7 @@ def test_torchrun_on_a_numpyro_run_is_refused(tmp_path):
                     "and --nproc are for the Pyro backend"], done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_devices_2_writes_the_one_device_run(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for folder, extra in ((one, []), (two, ["--devices", "2"])):
@@ -125,6 +128,7 @@ def test_a_killed_two_rank_run_resumes_to_the_uninterrupted_end(tmp_path):
     _assert_identical(whole, killed)
 
 
+@pytest.mark.slow
 def test_two_ranks_stop_together_at_the_time_limit_and_resume(tmp_path):
     out = tmp_path / "r"
     done = _varbayes([*PYRO, "--nproc", "2", "--epochs", "50", "--time-limit", "0.0001",
@@ -144,6 +148,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_jax_processes_with_two_devices_each_train_the_four_device_run(tmp_path):
     """jax.distributed on localhost: 2 processes x 2 forced host devices = one 4-device
     mesh; process 0 writes, and the run is the one-process 4-device run."""

@@ -26,6 +26,7 @@ def gaussian_log_joint(z):
     return C - 0.5 * quad - 0.5 * math.log((2 * math.pi) ** 2 * np.linalg.det(COV))
 
 
+@pytest.mark.slow
 def test_gaps_on_a_correlated_gaussian_match_the_closed_form():
     start = am.Gaussians(np.zeros((2, 2)), np.ones((2, 2)))
     rep, grid = am.gaps(gaussian_log_joint, start, steps=1500)

@@ -78,6 +78,7 @@ def jparams(p):
 
 # -------------------------------------------------------------------------------- values
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dreg", [False, True])
 @pytest.mark.parametrize("K", [1, 7])
 def test_exact_guide_gives_log_evidence_in_both_backends(K, dreg):
@@ -99,6 +100,7 @@ def test_exact_guide_gives_log_evidence_in_both_backends(K, dreg):
         log_px(x).sum(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_one_sample_is_the_trace_elbo_on_the_same_noise():
     import jax
     import pyro
@@ -130,6 +132,7 @@ def reference_bound(K, x, n=400_000, seed=0):
     return bound.mean(), bound.std() / math.sqrt(n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [1, 5, 50])
 def test_the_bound_is_unbiased_for_its_monte_carlo_expectation(K):
     """Each of M replicate datapoints gives an independent draw of L_K(x): their mean must
@@ -201,6 +204,7 @@ def _agree(a, b, sigmas=4.0):
     return abs(a.mean() - b.mean()) < sigmas * se + 1e-7, (a.mean(), b.mean(), se)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("K", [3, 20])
 def test_dreg_has_the_iwae_gradient_in_expectation(K):
     """θ: the same estimator (identical draws give identical θ-gradients); φ: DReG's mean
@@ -219,6 +223,7 @@ def test_dreg_has_the_iwae_gradient_in_expectation(K):
         assert ok, ("pyro iwae vs numpyro", name, info)
 
 
+@pytest.mark.slow
 def test_signal_to_noise_of_the_guide_gradient_falls_for_iwae_and_rises_for_dreg():
     """Rainforth et al. (2018): the IWAE φ-gradient's SNR falls like 1/√K; DReG's grows."""
     snr = {}
@@ -256,6 +261,7 @@ def hierarchical_numpyro():
     return model, guide
 
 
+@pytest.mark.slow
 def test_dreg_with_a_hierarchical_guide_keeps_the_iwae_expectation():
     model, guide = hierarchical_numpyro()
     p = {"b1": 0.1, "c": 0.5, "s1": 0.9, "s2": 0.8}
@@ -268,6 +274,7 @@ def test_dreg_with_a_hierarchical_guide_keeps_the_iwae_expectation():
 
 # ------------------------------------------------------------------------------ refusals
 
+@pytest.mark.slow
 def test_a_global_latent_is_refused_in_one_line():
     import jax
     import numpyro
@@ -300,6 +307,7 @@ def test_a_global_latent_is_refused_in_one_line():
             PyroIWAE(3, dreg).differentiable_loss(pmodel, pguide, torch.tensor(x))
 
 
+@pytest.mark.slow
 def test_fit_refuses_a_global_latent_before_training():
     import numpyro
     import numpyro.distributions as dist
@@ -348,6 +356,7 @@ def _vae_fit(backend, objective, train, test, checkpoint=None, epochs=3, resume=
                resume=resume)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["iwae", "dreg"])
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_fit_records_the_bound_and_the_is_estimate_and_resumes_exactly(

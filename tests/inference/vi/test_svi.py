@@ -104,6 +104,7 @@ def test_resume_equals_uninterrupted(digits, backend, elbo, jit, compiler, tmp_p
     assert header["epoch"] == 3 and len(header["history"]["test_elbo"]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
     train, test = digits
@@ -128,6 +129,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
         assert np.isfinite(header["history"]["test_elbo"]).all()
 
 
+@pytest.mark.slow
 def test_checkpoint_mismatch_and_corruption(digits, tmp_path):
     train, test = digits
     _fit("numpyro", train, test, tmp_path, epochs=1)
@@ -216,6 +218,7 @@ def _global_local_pair(backend):
     return model, guide
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_evaluation_counts_global_sites_once(backend):
     """The evaluated ELBO of a set does not depend on the evaluation batch size: the global

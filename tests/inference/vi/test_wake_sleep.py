@@ -96,6 +96,7 @@ def jparams(p):
 
 # -------------------------------------------------------------------------------- values
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective,K", [("wake-sleep", 1), ("wake-sleep", 4), ("rws", 4)])
 def test_value_is_the_log_evidence_with_the_exact_guide(objective, K):
     """The reported value is L_K, which equals log p(x) for the exact posterior guide."""
@@ -165,6 +166,7 @@ def pyro_gradients(p, x0, M, R):
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 def test_wake_and_sleep_gradients_match_their_closed_forms(backend):
     """θ's gradient is the wake phase's E_q[∇θ log p(x, z)] and φ's the sleep phase's
@@ -179,6 +181,7 @@ def test_wake_and_sleep_gradients_match_their_closed_forms(backend):
 
 # -------------------------------------------------------------------------- fixed point
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["numpyro", "pyro"])
 @pytest.mark.parametrize("objective,K", [("wake-sleep", 1), ("rws", 5)])
 def test_fit_reaches_maximum_likelihood_and_the_exact_posterior(backend, objective, K):
