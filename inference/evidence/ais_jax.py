@@ -18,7 +18,12 @@ The step size is adapted per datapoint and chain after every transition,
 ε ← ε·exp(rate·(a − 0.65)) with a the HMC acceptance probability (as in Wu et al. 2017);
 the transition at step t depends only on the past, so the weights stay valid.
 
-The pieces are pure: :func:`hmc_step`, :func:`ais_step` on an :class:`AISState`, :func:`run`
+Each chain carries its :class:`Point` (z, both log densities and their gradients) from one
+transition to the next, so the weight update and the start of a transition cost nothing and
+a transition costs its leapfrog gradients only.
+
+The pieces are pure: :func:`hmc_kernel` (and :func:`hmc_step` on a plain log density),
+:func:`evaluate`, :func:`ais_step` on an :class:`AISState`, :func:`run`
 (a ``lax.scan``), and :func:`numpyro_ais`, which builds the densities from a NumPyro
 model+guide pair; the schedule and the options are shared with the torch implementation
 (:mod:`.annealing`). All log densities are in nats.

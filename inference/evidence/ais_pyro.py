@@ -54,6 +54,8 @@ def _value_and_grad(log_f: TorchDensity, q: Any) -> tuple[Any, Any]:
 
     q = q.detach().requires_grad_(True)
     f = log_f(q)
+    if not f.requires_grad:  # a density that does not depend on z (e.g. ImproperUniform)
+        return f.detach(), torch.zeros_like(q)
     (g,) = torch.autograd.grad(f.sum(), q)
     return f.detach(), g
 

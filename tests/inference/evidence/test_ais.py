@@ -113,3 +113,73 @@ def test_global_and_discrete_latents_are_refused():
                          (discrete_model, "'k' is a discrete latent")):
         with pytest.raises(VarbayesError, match=match):
             ais.ais(model, model, [((x,), {})], ais.AISOptions(n_steps=2, chains=1))
+
+
+def _gaussians(xp):
+    """log p₀ = N(0, I) and an unnormalised log p(x, z) = log N(z; 1, 0.5² I) + 2, over
+    z (C, M, d)."""
+    def log_p0(z):
+        return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * np.log(2 * np.pi)
+
+    def log_joint(z):
+        return (-0.5 * (((z - 1.0) / 0.5) ** 2).sum(-1)
+                - z.shape[-1] * (np.log(0.5) + 0.5 * np.log(2 * np.pi)) + 2.0)
+    return log_p0, log_joint
+
+
+def test_the_carried_point_is_the_densities_at_the_chains_z():
+    """Each chain carries its densities and gradients between transitions: after a run they
+    must be those at its final z, and the log weights those of the exact evidence (2)."""
+    import jax
+    import jax.numpy as jnp
+
+    from varbayes.inference.evidence import ais_jax
+    from varbayes.inference.evidence.annealing import AISOptions, path_betas
+
+    log_p0, log_joint = _gaussians(jnp)
+    o = AISOptions(n_steps=200, chains=256, n_leapfrog=3)
+    z0 = jax.random.normal(jax.random.key(0), (256, 3, 2))
+    state, info = ais_jax.run(jax.random.key(1), z0, path_betas(o, False), log_p0, log_joint,
+                              o)
+    fresh = ais_jax.evaluate(state.z, log_p0, log_joint)
+    for name, got, want in zip(fresh._fields, state.at, fresh, strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+    assert float(info.accept.mean()) > 0.3
+    lw = np.asarray(state.log_w)
+    est = np.log(np.exp(lw - lw.max(0)).mean(0)) + lw.max(0)
+    np.testing.assert_allclose(est, 2.0, atol=0.1)
+
+
+def test_pyro_pilot_and_estimating_chains_get_densities_of_their_own_size():
+    """The torch twin builds the densities for the 4 pilot chains and for the C estimating
+    chains separately (no padding), and takes a p₀ that does not depend on z."""
+    import torch
+
+    from varbayes.inference.evidence import ais_pyro
+    from varbayes.inference.evidence.annealing import PILOT_CHAINS, AISOptions, path_betas
+
+    log_p0, log_joint = _gaussians(torch)
+    sizes = []
+
+    def densities(c):
+        sizes.append(c)
+
+        def sized(f):
+            def g(z):
+                assert z.shape[0] == c, (z.shape, c)
+                return f(z)
+            return g
+        return sized(log_p0), sized(log_joint)
+
+    torch.manual_seed(0)
+    o = AISOptions(n_steps=200, chains=256, n_leapfrog=3)
+    z0 = torch.randn(256 + PILOT_CHAINS, 3, 2)
+    log_w, accept = ais_pyro.adapted_run(z0, path_betas(o, False), densities, o)
+    assert sizes == [PILOT_CHAINS, 256] and log_w.shape == (256, 3)
+    assert float(accept.mean()) > 0.3
+    np.testing.assert_allclose(torch.logsumexp(log_w, 0).numpy() - np.log(256), 2.0, atol=0.1)
+
+    flat, _ = ais_pyro.run(z0, path_betas(o, False), lambda z: torch.zeros(z.shape[:2]),
+                           log_joint, o)[:2]
+    assert torch.isfinite(flat).all()
