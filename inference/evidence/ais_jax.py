@@ -18,9 +18,9 @@ The step size is adapted per datapoint and chain after every transition,
 ε ← ε·exp(rate·(a − 0.65)) with a the HMC acceptance probability (as in Wu et al. 2017);
 the transition at step t depends only on the past, so the weights stay valid.
 
-Each chain carries its :class:`Point` (z, both log densities and their gradients) from one
-transition to the next, so the weight update and the start of a transition cost nothing and
-a transition costs its leapfrog gradients only.
+Each chain carries its :class:`.annealing.Point` (z, both log densities and their
+gradients) from one transition to the next, so the weight update and the start of a
+transition cost nothing and a transition costs its leapfrog gradients only.
 
 The pieces are pure: :func:`hmc_kernel` (and :func:`hmc_step` on a plain log density),
 :func:`evaluate`, :func:`ais_step` on an :class:`AISState`, :func:`run`
@@ -44,8 +44,10 @@ from varbayes.inference.evidence.annealing import (
     PILOT_CHAINS,
     AISOptions,
     AISResult,
+    Point,
     finish,
     path_betas,
+    tempered,
 )
 from varbayes.inference.evidence.parallel import data_mesh, place
 from varbayes.inference.evidence.sites import (
@@ -59,22 +61,6 @@ from varbayes.inference.ppl import compiled_once, substituted
 from varbayes.models.errors import check
 
 # ------------------------------------------------------------------------ the JAX core
-
-class Point(NamedTuple):
-    """Where the chains are: z with both densities and their gradients there. AIS carries it
-    from one transition to the next, so a transition costs its leapfrog gradients only."""
-
-    z: Any
-    """(C, M, d) the latents."""
-    log_p0: Any
-    """(C, M) log p₀(z), nats."""
-    log_joint: Any
-    """(C, M) log p(x, z), nats."""
-    grad_p0: Any
-    """(C, M, d) ∇_z log p₀(z)."""
-    grad_joint: Any
-    """(C, M, d) ∇_z log p(x, z)."""
-
 
 class AISState(NamedTuple):
     """What the next AIS step needs; arrays over chains C and datapoints M."""
@@ -207,16 +193,13 @@ def ais_step(key: Any, state: AISState, beta_prev: Any, beta: Any, log_p0: LogDe
     if step_size is not None:
         state = state._replace(step_size=jnp.broadcast_to(step_size, log_w.shape))
 
-    def density(pt: Point) -> tuple[Any, Any]:  # log f_β = log p₀ + β (log p(x,z) − log p₀)
-        return (pt.log_p0 + beta * (pt.log_joint - pt.log_p0),
-                pt.grad_p0 + beta * (pt.grad_joint - pt.grad_p0))
-
     def log_f(z: Any) -> Any:
         a = log_p0(z)
         return a + beta * (log_joint(z) - a)
 
     at, accept = hmc_kernel(key, at, state.step_size, jax.grad(lambda z: log_f(z).sum()),
-                            lambda z: evaluate(z, log_p0, log_joint), density,
+                            lambda z: evaluate(z, log_p0, log_joint),
+                            lambda pt: tempered(pt, beta),
                             options.n_leapfrog)
     eps = state.step_size * jnp.exp(options.adapt_rate * (accept - options.target_accept))
     eps = jnp.clip(eps, 1e-4, 10.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +23,10 @@ from varbayes.inference.evidence.annealing import (
     PILOT_CHAINS,
     AISOptions,
     AISResult,
+    Point,
     finish,
     path_betas,
+    tempered,
 )
 from varbayes.inference.evidence.sites import (
     latent_sites,
@@ -36,17 +38,6 @@ from varbayes.models.errors import check
 
 TorchDensity = Callable[[Any], Any]
 """z (C, M, d) tensor -> (C, M) tensor."""
-
-
-class Point(NamedTuple):
-    """z (C, M, d) with log p₀, log p(x, z) (C, M) and their gradients (C, M, d) there, as
-    :class:`.ais_jax.Point`; all detached."""
-
-    z: Any
-    log_p0: Any
-    log_joint: Any
-    grad_p0: Any
-    grad_joint: Any
 
 
 def _value_and_grad(log_f: TorchDensity, q: Any) -> tuple[Any, Any]:
@@ -76,23 +67,19 @@ def hmc_move(start: Point, beta: float, step_size: Any, log_p0: TorchDensity,
     costs ``n_leapfrog`` forward and backward passes. Returns (the new point, accept (C, M))."""
     import torch
 
-    def density(pt: Point) -> tuple[Any, Any]:
-        return (pt.log_p0 + beta * (pt.log_joint - pt.log_p0),
-                pt.grad_p0 + beta * (pt.grad_joint - pt.grad_p0))
-
     def log_f(q: Any) -> Any:
         a = log_p0(q)
         return a + beta * (log_joint(q) - a)
 
     eps = (step_size * (1.0 + jitter * (2 * torch.rand_like(step_size) - 1)))[..., None]
     p0 = torch.randn_like(start.z)
-    f0, g = density(start)
+    f0, g = tempered(start, beta)
     q, p = start.z, p0 + 0.5 * eps * g
     for _ in range(n_leapfrog - 1):
         q = q + eps * p
         p = p + eps * _value_and_grad(log_f, q)[1]
     end = evaluate(q + eps * p, log_p0, log_joint)
-    f1, g = density(end)
+    f1, g = tempered(end, beta)
     p = p + 0.5 * eps * g
     log_ratio = (f1 - 0.5 * (p**2).sum(-1)) - (f0 - 0.5 * (p0**2).sum(-1))
     log_ratio = torch.where(torch.isfinite(log_ratio), log_ratio,

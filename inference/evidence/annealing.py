@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +49,30 @@ class AISOptions(NamedTuple):
 
 
 DEFAULTS = AISOptions()
+
+
+class Point(NamedTuple):
+    """Where the chains are: z with both densities and their gradients there, arrays of
+    either backend. AIS carries it from one transition to the next, so a transition costs
+    its leapfrog gradients only."""
+
+    z: Any
+    """(C, M, d) the latents."""
+    log_p0: Any
+    """(C, M) log p₀(z), nats."""
+    log_joint: Any
+    """(C, M) log p(x, z), nats."""
+    grad_p0: Any
+    """(C, M, d) ∇_z log p₀(z)."""
+    grad_joint: Any
+    """(C, M, d) ∇_z log p(x, z)."""
+
+
+def tempered(point: Point, beta: Any) -> tuple[Any, Any]:
+    """(log f_β (C, M), ∇ log f_β (C, M, d)) at ``point``, with log f_β = log p₀ +
+    β (log p(x, z) − log p₀): no new passes."""
+    return (point.log_p0 + beta * (point.log_joint - point.log_p0),
+            point.grad_p0 + beta * (point.grad_joint - point.grad_p0))
 
 
 def check_options(o: AISOptions) -> None:
